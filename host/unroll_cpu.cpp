@@ -1,0 +1,116 @@
+#include "ml2o/unroll.hpp"
+
+#include <algorithm>
+
+#include "ml2o/dual.hpp"
+#include "ml2o/lopt.hpp"
+
+namespace ml2o {
+
+int instances_per_chunk(int dim) { return std::max(1, 256 / std::max(1, dim)); }
+
+namespace {
+
+// One chunk of whole instances [n0, n1): forward T steps storing the tape, then BPTT.
+template <class S>
+void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& task,
+                  Trajectory<S>& traj, int T, GradMode mode, int64_t n0, int64_t n1,
+                  std::vector<S>& loss, std::vector<S>& grad) {
+  const int d = task.dim;
+  const int64_t c0 = n0 * d, nc = (n1 - n0) * d;
+  const S inv_n = S(1) / S(double(task.instances));
+  const bool backward = mode != GradMode::none;
+  std::vector<StepTape<S>> tape(backward ? size_t(T) * nc : size_t(nc));
+  std::vector<S> g_hist(size_t(T + 1) * nc), x_hist(backward ? size_t(T + 1) * nc : 0);
+  std::vector<S> scratch(d);
+  S* x = traj.x.data() + c0;
+
+  for (int t = 0; t <= T; ++t) {
+    S* g = g_hist.data() + size_t(t) * nc;
+    for (int64_t n = n0; n < n1; ++n) {
+      const S* xn = x + (n - n0) * d;
+      loss[t] += instance_objective(task, n, xn);
+      instance_gradient(task, n, xn, g + (n - n0) * d, scratch.data());
+    }
+    if (backward) std::copy(x, x + nc, x_hist.begin() + size_t(t) * nc);
+    if (t == T) break;
+    StepTape<S>* tp = tape.data() + (backward ? size_t(t) * nc : 0);
+    for (int64_t c = 0; c < nc; ++c)
+      x[c] += optimizer_step_forward(hyper, w, g[c], traj.k + t, traj.coord[c0 + c], tp[c]);
+  }
+  if (!backward) return;
+
+  const bool second = mode == GradMode::second_derivatives;
+  std::vector<CoordAdjoint<S>> adj(nc, CoordAdjoint<S>{});
+  std::vector<S> ax(nc), dg(nc), hv(nc);
+  const S* gT = g_hist.data() + size_t(T) * nc;
+  for (int64_t c = 0; c < nc; ++c) ax[c] = gT[c] * inv_n;
+  StepGrads<S> sg;
+  for (int t = T - 1; t >= 0; --t) {
+    const StepTape<S>* tp = tape.data() + size_t(t) * nc;
+    for (int64_t c = 0; c < nc; ++c) {
+      dg[c] = optimizer_step_backward(hyper, w, tp[c], ax[c], second, adj[c], sg);
+      accumulate_weight_grad(hyper, tp[c], sg, grad.data());
+    }
+    const S* g = g_hist.data() + size_t(t) * nc;
+    if (second) {
+      const S* xt = x_hist.data() + size_t(t) * nc;
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t o = (n - n0) * d;
+        instance_hvp(task, n, xt + o, dg.data() + o, hv.data() + o, scratch.data());
+      }
+      for (int64_t c = 0; c < nc; ++c) ax[c] += g[c] * inv_n + hv[c];
+    } else {
+      for (int64_t c = 0; c < nc; ++c) ax[c] += g[c] * inv_n;
+    }
+  }
+}
+
+}  // namespace
+
+template <class S>
+UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
+                           const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode) {
+  const int64_t per = instances_per_chunk(task.dim);
+  const int64_t chunks = (task.instances + per - 1) / per;
+  const size_t P = w.size();
+  const bool backward = mode != GradMode::none;
+  // Per-chunk partials, summed in chunk order below: the result is the same for any thread count.
+  std::vector<std::vector<S>> loss(chunks, std::vector<S>(T + 1, S(0)));
+  std::vector<std::vector<S>> grad(chunks);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    if (backward) grad[ch].assign(P, S(0));
+    const int64_t n0 = ch * per, n1 = std::min(task.instances, n0 + per);
+    unroll_chunk(hyper, w.data(), task, traj, T, mode, n0, n1, loss[ch], grad[ch]);
+  }
+  traj.k += T;
+  UnrollResult<S> out;
+  out.step_loss.assign(T + 1, 0.0);
+  std::vector<S> step(T + 1, S(0));
+  for (int64_t ch = 0; ch < chunks; ++ch)
+    for (int t = 0; t <= T; ++t) step[t] += loss[ch][t];
+  const S inv_n = S(1) / S(double(task.instances));
+  for (int t = 0; t <= T; ++t) {
+    step[t] *= inv_n;
+    out.step_loss[t] = static_cast<double>(value_of(step[t]));
+    out.meta_loss += step[t];
+  }
+  if (backward) {
+    out.grad.assign(P, S(0));
+    for (int64_t ch = 0; ch < chunks; ++ch)
+      for (size_t p = 0; p < P; ++p) out.grad[p] += grad[ch][p];
+  }
+  return out;
+}
+
+template UnrollResult<float> unroll_cpu(const OptimizerHyper&, const std::vector<float>&,
+                                        const TaskView<float>&, Trajectory<float>&, int, GradMode);
+template UnrollResult<double> unroll_cpu(const OptimizerHyper&, const std::vector<double>&,
+                                         const TaskView<double>&, Trajectory<double>&, int, GradMode);
+template UnrollResult<Dual<double>> unroll_cpu(const OptimizerHyper&,
+                                               const std::vector<Dual<double>>&,
+                                               const TaskView<Dual<double>>&,
+                                               Trajectory<Dual<double>>&, int, GradMode);
+
+}  // namespace ml2o

@@ -1,0 +1,67 @@
+// Truncated unrolls of a learned optimizer on a task, and their meta-gradient (BPTT), on the CPU.
+// This is the reference every kernel is checked against; templated on the scalar so that double
+// is the oracle and Dual<double> gives exact Hessian-vector products.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ml2o/cell.hpp"
+#include "ml2o/optimizee.hpp"
+
+namespace ml2o {
+
+// Where a trajectory stands: iterate, per-coordinate recurrent state, and the global step k of
+// the next update (1 at the start of a trajectory; RNNprop's bias correction uses it).
+template <class S> struct Trajectory {
+  std::vector<S> x;                   // [N * d], instance-major
+  std::vector<CoordState<S>> coord;   // [N * d]
+  int64_t k = 1;
+};
+
+// Fresh trajectory from x0: zero LSTM state and moments.
+template <class S> Trajectory<S> start_trajectory(const std::vector<S>& x0) {
+  Trajectory<S> tr;
+  tr.x = x0;
+  tr.coord.assign(x0.size(), CoordState<S>{});
+  return tr;
+}
+
+template <class To, class From> Trajectory<To> cast_trajectory(const Trajectory<From>& t) {
+  Trajectory<To> out;
+  out.x.assign(t.x.begin(), t.x.end());
+  out.k = t.k;
+  out.coord.resize(t.coord.size());
+  for (size_t c = 0; c < t.coord.size(); ++c) {
+    out.coord[c].m = To(t.coord[c].m);
+    out.coord[c].v = To(t.coord[c].v);
+    for (int h = 0; h < kHidden; ++h) {
+      out.coord[c].h1[h] = To(t.coord[c].h1[h]); out.coord[c].c1[h] = To(t.coord[c].c1[h]);
+      out.coord[c].h2[h] = To(t.coord[c].h2[h]); out.coord[c].c2[h] = To(t.coord[c].c2[h]);
+    }
+  }
+  return out;
+}
+
+// How the meta-gradient treats the optimizee gradient g fed to the optimizer.
+enum class GradMode {
+  none,                // forward only
+  gradient_constant,   // g is an input with no derivative (the reference's choice)
+  second_derivatives,  // dg/dx = Hessian, through the family's Hessian-vector product
+};
+
+template <class S> struct UnrollResult {
+  S meta_loss = S(0);                // sum_{t=0..T} mean_n f_n(x_t)
+  std::vector<double> step_loss;     // mean_n f_n(x_t), t = 0..T
+  std::vector<S> grad;               // d meta_loss / d weights (empty for GradMode::none)
+};
+
+// Advances traj by T steps with weights w (size param_count(hyper.arch)).
+template <class S>
+UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
+                           const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode);
+
+// Instances per work chunk: a function of d only, so the reduction order (and the result) does
+// not depend on the number of threads.
+int instances_per_chunk(int dim);
+
+}  // namespace ml2o
