@@ -35,8 +35,12 @@ void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& ta
     if (backward) std::copy(x, x + nc, x_hist.begin() + size_t(t) * nc);
     if (t == T) break;
     StepTape<S>* tp = tape.data() + (backward ? size_t(t) * nc : 0);
+    // With the gradient as a constant input it carries no derivative of any order (so the
+    // forward-over-reverse HVP matches autodiff's stop_gradient); the loss term keeps its own.
+    const bool g_is_constant = mode != GradMode::second_derivatives;
     for (int64_t c = 0; c < nc; ++c)
-      x[c] += optimizer_step_forward(hyper, w, g[c], traj.k + t, traj.coord[c0 + c], tp[c]);
+      x[c] += optimizer_step_forward(hyper, w, g_is_constant ? stop_gradient(g[c]) : g[c],
+                                     traj.k + t, traj.coord[c0 + c], tp[c]);
   }
   if (!backward) return;
 

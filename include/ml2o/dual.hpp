@@ -7,6 +7,8 @@
 namespace ml2o {
 
 template <class S> inline S value_of(S x) { return x; }
+// The value with no derivative (autodiff's stop_gradient); the identity for plain scalars.
+template <class S> inline S stop_gradient(S x) { return x; }
 
 template <class T> struct Dual {
   T v = T(0), d = T(0);
@@ -43,5 +45,6 @@ template <class T> struct Dual {
 };
 
 template <class T> inline T value_of(const Dual<T>& x) { return x.v; }
+template <class T> inline Dual<T> stop_gradient(const Dual<T>& x) { return Dual<T>(x.v, T(0)); }
 
 }  // namespace ml2o
