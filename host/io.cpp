@@ -12,14 +12,15 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw IoError("cannot write " + tmp + ": " + std::strerror(errno));
-  const size_t n = std::fwrite(bytes.data(), 1, bytes.size(), f);
-  const int err = errno;
-  bool ok = n == bytes.size() && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
+  int err = 0;
+  if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fflush(f) != 0 ||
+      ::fsync(fileno(f)) != 0)
+    err = errno ? errno : EIO;
+  if (std::fclose(f) != 0 && !err) err = errno ? errno : EIO;
+  if (err) {
     std::remove(tmp.c_str());
     throw IoError("cannot write " + path + " (" + std::to_string(bytes.size()) +
-                  " bytes): " + std::strerror(err ? err : EIO) + "; the previous file is unchanged");
+                  " bytes): " + std::strerror(err) + "; the previous file is unchanged");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
