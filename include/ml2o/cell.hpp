@@ -59,8 +59,8 @@ template <class S> struct StepTape {
   S u[2];             // features fed to the network
   S zpre[kHidden];    // RNNprop input layer pre-activation (ELU input)
   S z[kHidden];       // input of LSTM1 (RNNprop: ELU output)
-  S h1p[kHidden], c1p[kHidden], act1[kGates], c1[kHidden], h1[kHidden];
-  S h2p[kHidden], c2p[kHidden], act2[kGates], c2[kHidden], h2[kHidden];
+  S h1p[kHidden], c1p[kHidden], act1[kGates], c1[kHidden], tc1[kHidden], h1[kHidden];
+  S h2p[kHidden], c2p[kHidden], act2[kGates], c2[kHidden], tc2[kHidden], h2[kHidden];
   S out;              // RNNprop: tanh(pre); DM-LSTM: pre
 };
 
@@ -78,10 +78,11 @@ template <class S> struct StepGrads {
   S dzpre[kHidden];   // RNNprop only
 };
 
-// gates = [input; h] @ W + b, then the cell. act holds (sigmoid i, tanh j, sigmoid(f + 1), sigmoid o).
+// gates = [input; h] @ W + b, then the cell. act holds (sigmoid i, tanh j, sigmoid(f + 1), sigmoid o);
+// tanh_c = tanh(c_new) is kept for the backward pass (tanh is the costliest call here).
 template <class S>
 ML2O_HD void lstm_cell_forward(const S* W, const S* b, int in_dim, const S* input, const S* h_prev,
-                               const S* c_prev, S* act, S* c_new, S* h_new) {
+                               const S* c_prev, S* act, S* c_new, S* tanh_c, S* h_new) {
   S gates[kGates];
   for (int col = 0; col < kGates; ++col) gates[col] = b[col];
   for (int r = 0; r < in_dim; ++r) {
@@ -103,17 +104,18 @@ ML2O_HD void lstm_cell_forward(const S* W, const S* b, int in_dim, const S* inpu
     act[2 * kHidden + u] = sf;
     act[3 * kHidden + u] = so;
     c_new[u] = sf * c_prev[u] + si * tj;
-    h_new[u] = tanh(c_new[u]) * so;
+    tanh_c[u] = tanh(c_new[u]);
+    h_new[u] = tanh_c[u] * so;
   }
 }
 
 // Given the adjoints dh, dc of (h_new, c_new): dgates and the adjoint of c_prev.
 template <class S>
-ML2O_HD void lstm_cell_backward_gates(const S* act, const S* c_prev, const S* c_new, const S* dh,
+ML2O_HD void lstm_cell_backward_gates(const S* act, const S* c_prev, const S* tanh_c, const S* dh,
                                       const S* dc, S* dgates, S* dc_prev) {
   for (int u = 0; u < kHidden; ++u) {
     const S si = act[u], tj = act[kHidden + u], sf = act[2 * kHidden + u], so = act[3 * kHidden + u];
-    const S tc = tanh(c_new[u]);
+    const S tc = tanh_c[u];
     const S dcu = dc[u] + dh[u] * so * (S(1) - tc * tc);
     dgates[u] = dcu * tj * si * (S(1) - si);
     dgates[kHidden + u] = dcu * si * (S(1) - tj * tj);
@@ -123,14 +125,20 @@ ML2O_HD void lstm_cell_backward_gates(const S* act, const S* c_prev, const S* c_
   }
 }
 
-// d[input; h_prev] = W @ dgates (rows of W dotted with dgates).
+// d[input; h_prev] = W @ dgates (rows of W dotted with dgates). Eight partial sums in a fixed
+// order let the compiler vectorise the dot products without reassociating anything.
 template <class S>
 ML2O_HD void lstm_cell_backward_inputs(const S* W, int in_dim, const S* dgates, S* d_input,
                                        S* dh_prev) {
+  constexpr int kLanes = 8;
+  static_assert(kGates % kLanes == 0, "gate count must split into lanes");
   for (int r = 0; r < in_dim + kHidden; ++r) {
     const S* row = W + r * kGates;
-    S acc = S(0);
-    for (int col = 0; col < kGates; ++col) acc += row[col] * dgates[col];
+    S lane[kLanes];
+    for (int l = 0; l < kLanes; ++l) lane[l] = S(0);
+    for (int col = 0; col < kGates; col += kLanes)
+      for (int l = 0; l < kLanes; ++l) lane[l] += row[col + l] * dgates[col + l];
+    const S acc = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     if (r < in_dim) {
       if (d_input) d_input[r] = acc;
     } else {
@@ -196,8 +204,8 @@ ML2O_HD S optimizer_step_forward(const OptimizerHyper& hyper, const S* w, S g, i
     tp.h1p[h] = st.h1[h]; tp.c1p[h] = st.c1[h];
     tp.h2p[h] = st.h2[h]; tp.c2p[h] = st.c2[h];
   }
-  lstm_cell_forward(W1, b1, in_dim, tp.z, tp.h1p, tp.c1p, tp.act1, tp.c1, tp.h1);
-  lstm_cell_forward(W2, b2, kHidden, tp.h1, tp.h2p, tp.c2p, tp.act2, tp.c2, tp.h2);
+  lstm_cell_forward(W1, b1, in_dim, tp.z, tp.h1p, tp.c1p, tp.act1, tp.c1, tp.tc1, tp.h1);
+  lstm_cell_forward(W2, b2, kHidden, tp.h1, tp.h2p, tp.c2p, tp.act2, tp.c2, tp.tc2, tp.h2);
   S pre = bo[0];
   for (int h = 0; h < kHidden; ++h) pre += tp.h2[h] * Wo[h];
   for (int h = 0; h < kHidden; ++h) {
@@ -233,11 +241,11 @@ ML2O_HD S optimizer_step_backward(const OptimizerHyper& hyper, const S* w, const
   }
   S dh[kHidden], dc_prev[kHidden], d_in[kHidden];
   for (int h = 0; h < kHidden; ++h) dh[h] = adj.h2[h] + Wo[h] * sg.dout;
-  lstm_cell_backward_gates(tp.act2, tp.c2p, tp.c2, dh, adj.c2, sg.dgates2, dc_prev);
+  lstm_cell_backward_gates(tp.act2, tp.c2p, tp.tc2, dh, adj.c2, sg.dgates2, dc_prev);
   for (int h = 0; h < kHidden; ++h) adj.c2[h] = dc_prev[h];
   lstm_cell_backward_inputs(W2, kHidden, sg.dgates2, d_in, adj.h2);
   for (int h = 0; h < kHidden; ++h) dh[h] = adj.h1[h] + d_in[h];
-  lstm_cell_backward_gates(tp.act1, tp.c1p, tp.c1, dh, adj.c1, sg.dgates1, dc_prev);
+  lstm_cell_backward_gates(tp.act1, tp.c1p, tp.tc1, dh, adj.c1, sg.dgates1, dc_prev);
   for (int h = 0; h < kHidden; ++h) adj.c1[h] = dc_prev[h];
   lstm_cell_backward_inputs(W1, in_dim, sg.dgates1, d_in, adj.h1);
 
