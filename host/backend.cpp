@@ -43,10 +43,10 @@ std::unique_ptr<Backend> make_backend(const std::string& which) {
 #ifdef ML2O_HAVE_CUDA
     if (cuda_device_present()) return make_cuda_backend();
     if (which == "cuda")
-      throw std::runtime_error("backend 'cuda' requested but no CUDA device is visible");
+      throw std::invalid_argument("backend 'cuda' requested but no CUDA device is visible (allowed here: cpu, auto)");
 #else
     if (which == "cuda")
-      throw std::runtime_error("backend 'cuda' requested but this build has no CUDA support "
+      throw std::invalid_argument("backend 'cuda' requested but this build has no CUDA support "
                                "(configure with nvcc available and -DML2O_CUDA=ON)");
 #endif
     return make_cpu_backend();

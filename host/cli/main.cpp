@@ -2,7 +2,9 @@
 // 4 divergence, 130 interrupted (a checkpoint was written; rerun with --resume), 1 anything else.
 #include <omp.h>
 
+#include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -20,6 +22,17 @@ using namespace ml2o;
 namespace {
 
 constexpr int kExitBadInput = 2, kExitIo = 3, kExitDiverged = 4, kExitInterrupted = 130;
+
+// A positive finite number, with a short message (CLI::PositiveNumber prints DBL_MAX).
+const CLI::Validator kPositive(
+    [](std::string& in) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(in.c_str(), &end);
+      if (end == in.c_str() || *end != '\0' || !(v > 0) || !std::isfinite(v))
+        return "must be a positive number, got '" + in + "'";
+      return "";
+    },
+    "POSITIVE");
 
 void on_sigint(int) {
   g_interrupt_requested.store(true);
@@ -139,7 +152,7 @@ int main(int argc, char** argv) {
   base_cmd->add_option("--config", config_path, "Experiment config")->required()->check(CLI::ExistingFile);
   base_cmd->add_option("--optimizer", opt_s, std::string("One of: ") + kBaselineNames)
       ->check(CLI::IsMember({"sgd", "momentum", "adam", "rmsprop", "ista", "fista"}));
-  base_cmd->add_option("--lr", lr, "Learning rate (ignored by ista/fista: step 1/L)")->check(CLI::PositiveNumber);
+  base_cmd->add_option("--lr", lr, "Learning rate (ignored by ista/fista: step 1/L)")->check(kPositive);
   base_cmd->add_option("--steps", steps, "Optimizer steps")->check(CLI::Range(1, 100000000));
   base_cmd->add_option("--task", task_role, "Which config task to sample: eval (default), adapt, or train (the first)")
       ->check(CLI::IsMember({"eval", "adapt", "train"}));
