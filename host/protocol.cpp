@@ -258,10 +258,23 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
      << "set xlabel 'optimizee step'\nset ylabel 'mean objective (band: min-max over seeds)'\n"
      << "set key outside right\nset grid\n";
   std::vector<std::string> pngs;
+  // Distinct colours; adaptation on D_adapt is dashed, so an arm and its @adapt twin pair up.
+  static const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#000000", "#aec7e8"};
   for (int K : Ks) {
+    // Arms that diverged (non-finite final objective) are left out of the picture, not the data.
     std::vector<const ArmResult*> shown;
-    for (const auto& r : results)
-      if (r.K == K || r.K == 0) shown.push_back(&r);
+    double lo = HUGE_VAL, start_hi = 0;
+    for (const auto& r : results) {
+      if (r.K != K && r.K != 0) continue;
+      const CurveStats cs = summarise_curves(r.curves);
+      if (!std::isfinite(cs.final_mean)) continue;
+      shown.push_back(&r);
+      start_hi = std::max(start_hi, cs.start_mean);
+      for (const auto& c : r.curves)
+        for (double v : c)
+          if (v > 0 && std::isfinite(v)) lo = std::min(lo, v);
+    }
     const std::string data = "plot_data_K" + std::to_string(K) + ".tsv";
     std::ostringstream ds;
     ds << "# step";
@@ -271,14 +284,14 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     for (size_t t = 0; t < n; ++t) {
       ds << t;
       for (auto* r : shown) {
-        double mean = 0, lo = HUGE_VAL, hi = -HUGE_VAL;
+        double mean = 0, mn = HUGE_VAL, mx = -HUGE_VAL;
         for (const auto& c : r->curves) {
           mean += c[t] / double(r->curves.size());
-          lo = std::min(lo, c[t]);
-          hi = std::max(hi, c[t]);
+          mn = std::min(mn, c[t]);
+          mx = std::max(mx, c[t]);
         }
-        ds << '\t' << format_double_csv(mean) << '\t' << format_double_csv(lo) << '\t'
-           << format_double_csv(hi);
+        ds << '\t' << format_double_csv(mean) << '\t' << format_double_csv(mn) << '\t'
+           << format_double_csv(mx);
       }
       ds << '\n';
     }
@@ -286,13 +299,19 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     const std::string png = "plot_K" + std::to_string(K) + ".png";
     pngs.push_back(png);
     gp << "set output '" << png << "'\nset title '" << cfg.run.name << ": " << family_name(cfg.eval.task.family)
-       << " test, K = " << K << " adaptation steps'\nplot ";
+       << " test, K = " << K << " adaptation steps (diverged arms omitted)'\n";
+    if (std::isfinite(lo) && start_hi > 0)  // keep an arm that blows up from flattening the rest
+      gp << "set yrange [" << format_double_csv(lo / 2) << ":" << format_double_csv(start_hi * 100) << "]\n";
+    gp << "plot ";
     for (size_t i = 0; i < shown.size(); ++i) {
       const int col = 2 + 3 * int(i);
-      std::string label = shown[i]->arm + (shown[i]->source == "test" || shown[i]->source == "-" ? "" : "@" + shown[i]->source);
+      const bool dashed = shown[i]->source == "adapt";
+      const std::string colour = kColours[i % (sizeof(kColours) / sizeof(kColours[0]))];
+      const std::string label = shown[i]->arm + (dashed ? "@adapt" : "");
       gp << (i ? ", \\\n  " : "") << "'" << data << "' using 1:" << col + 1 << ":" << col + 2
-         << " with filledcurves fs transparent solid 0.15 lc " << i + 1 << " notitle, '" << data
-         << "' using 1:" << col << " with lines lw 2 lc " << i + 1 << " title '" << label << "'";
+         << " with filledcurves fs transparent solid 0.12 lc rgb '" << colour << "' notitle, '"
+         << data << "' using 1:" << col << " with lines lw 2 dt " << (dashed ? 2 : 1)
+         << " lc rgb '" << colour << "' title '" << label << "'";
     }
     gp << "\n";
   }
