@@ -1,0 +1,331 @@
+// Throughput of the unroll (forward + BPTT) and of the long forward-only evaluation.
+//
+//   bench_unroll [--backend cuda|cpu] [--budget-s SECONDS]
+//
+// Prints one JSON line per configuration on stdout (diagnostics on stderr). A coordinate-step is
+// one coordinate advanced one optimizer step; for a gradient unroll it counts the forward and the
+// backward of that step. Timing: one warm-up call (task upload, allocations), then repeated calls
+// until at least 3 and about 1 s, the median reported: `ms_per_iter` is the wall time of one
+// Backend::unroll call (host<->device trajectory copies included), `kernel_ms` the device time of
+// its launches measured with CUDA events. Without a CUDA device (or build) `--backend cuda` prints
+// a message and exits 0.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "ml2o/backend.hpp"
+#include "ml2o/lopt.hpp"
+#ifdef ML2O_HAVE_CUDA
+#include "ml2o/cuda_backend.hpp"
+#endif
+
+namespace {
+
+using namespace ml2o;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+const char* mode_name(GradMode m) {
+  return m == GradMode::none ? "none" : m == GradMode::gradient_constant ? "gradient_constant"
+                                                                       : "second_derivatives";
+}
+
+struct Config {
+  Arch arch = Arch::rnnprop;
+  Family family = Family::lasso;
+  int d = 10;
+  int64_t instances = 13;
+  int T = 20;
+  GradMode mode = GradMode::gradient_constant;
+  std::string label = "sweep";
+};
+
+struct Stats {
+  int64_t launches = 0, memcpys = 0, peak_bytes = 0;
+  double kernel_ms = 0.0;
+  size_t mem_free = 0, mem_total = 0;
+};
+
+Stats read_stats(bool cuda) {
+  Stats s;
+#ifdef ML2O_HAVE_CUDA
+  if (cuda) {
+    const CudaStats c = cuda_stats();
+    s.launches = c.launches;
+    s.memcpys = c.memcpys;
+    s.peak_bytes = c.peak_device_bytes;
+    s.kernel_ms = c.last_kernel_ms;
+    s.mem_free = c.mem_free;
+    s.mem_total = c.mem_total;
+  }
+#else
+  (void)cuda;
+#endif
+  return s;
+}
+
+void reset_peak(bool cuda) {
+#ifdef ML2O_HAVE_CUDA
+  if (cuda) cuda_reset_peak();
+#else
+  (void)cuda;
+#endif
+}
+
+Task<float> make_task(const TaskSpec& spec, bool cuda) {
+#ifdef ML2O_HAVE_CUDA
+  if (cuda) return cuda_sample_task(spec);  // bit-identical to sample_task<float>, faster
+#else
+  (void)cuda;
+#endif
+  return sample_task<float>(spec);
+}
+
+TaskSpec spec_of(Family f, int d, int64_t N, uint64_t seed) {
+  TaskSpec s;
+  s.family = f;
+  s.dim = d;
+  s.instances = N;
+  s.seed = seed;
+  if (f == Family::rosenbrock) s.x0_scale = 1.0;
+  return s;
+}
+
+// Runs one configuration on a fresh backend (so the peak memory is this configuration's own).
+// Returns the median wall seconds per call.
+double run_config(const std::string& which, const Config& c, double* est_next) {
+  const bool cuda = which == "cuda";
+  auto be = make_backend(which);
+  OptimizerHyper hyper;
+  hyper.arch = c.arch;
+  const std::vector<float> w = init_optimizer(hyper, 1).weights;
+  const Task<float> task = make_task(spec_of(c.family, c.d, c.instances, 2), cuda);
+  Trajectory<float> traj = start_trajectory(task.x0);
+  const int64_t coords = c.instances * c.d;
+
+  reset_peak(cuda);
+  (void)be->unroll(hyper, w, task, traj, c.T, c.mode);  // warm-up: upload, allocations
+  std::vector<double> wall, kern;
+  int64_t launches = 0, memcpys = 0;
+  const auto t_all = Clock::now();
+  while (wall.size() < 3 || (seconds_since(t_all) < 1.0 && wall.size() < 20)) {
+    const Stats before = read_stats(cuda);
+    const auto t0 = Clock::now();
+    (void)be->unroll(hyper, w, task, traj, c.T, c.mode);
+    wall.push_back(seconds_since(t0));
+    const Stats after = read_stats(cuda);
+    kern.push_back(after.kernel_ms);
+    launches = after.launches - before.launches;
+    memcpys = after.memcpys - before.memcpys;
+  }
+  const Stats st = read_stats(cuda);
+  const double s = median(wall);
+  const double steps = double(coords) * c.T;
+  nlohmann::json j;
+  j["bench"] = "unroll";
+  j["config"] = c.label;
+  j["backend"] = be->name();
+  j["device"] = be->device();
+  j["arch"] = arch_name(c.arch);
+  j["family"] = family_name(c.family);
+  j["mode"] = mode_name(c.mode);
+  j["d"] = c.d;
+  j["instances"] = c.instances;
+  j["coordinates"] = coords;
+  j["T"] = c.T;
+  j["repeats"] = wall.size();
+  j["ms_per_iter"] = s * 1e3;
+  j["coord_steps_per_s"] = steps / s;
+  if (cuda) {
+    const double k = median(kern);
+    j["kernel_ms"] = k;
+    j["kernel_coord_steps_per_s"] = k > 0 ? steps / (k * 1e-3) : 0.0;
+    j["launches_per_iter"] = launches;
+    j["memcpys_per_iter"] = memcpys;
+    j["peak_device_mb"] = double(st.peak_bytes) / 1e6;
+    j["device_used_mb"] = double(st.mem_total - st.mem_free) / 1e6;
+    j["tape_mb"] = c.mode == GradMode::none ? 0.0 : double(c.T) * 84 * 4 * double(coords) / 1e6;
+  }
+  std::cout << j.dump() << std::endl;
+  if (est_next) *est_next = s;
+  return s;
+}
+
+// SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10. One
+// meta-iteration of plain L2O training = one 20-step unroll with the meta-gradient on each task
+// (M-L2O runs two per task: the support and the query segment).
+void run_paper_size(const std::string& which) {
+  const bool cuda = which == "cuda";
+  auto be = make_backend(which);
+  OptimizerHyper hyper;
+  const std::vector<float> w = init_optimizer(hyper, 1).weights;
+  std::vector<Task<float>> tasks;
+  std::vector<Trajectory<float>> trajs;
+  for (double sigma : {0.1, 0.5, 1.0}) {
+    TaskSpec s = spec_of(Family::lasso, 10, 128, 3);
+    s.sigma = sigma;
+    tasks.push_back(make_task(s, cuda));
+    trajs.push_back(start_trajectory(tasks.back().x0));
+  }
+  reset_peak(cuda);
+  for (size_t k = 0; k < tasks.size(); ++k)
+    (void)be->unroll(hyper, w, tasks[k], trajs[k], 20, GradMode::gradient_constant);
+  std::vector<double> wall, kern;
+  int64_t launches = 0, memcpys = 0;
+  const auto t_all = Clock::now();
+  while (wall.size() < 5 || (seconds_since(t_all) < 1.0 && wall.size() < 200)) {
+    const Stats before = read_stats(cuda);
+    double k_ms = 0.0;
+    const auto t0 = Clock::now();
+    for (size_t k = 0; k < tasks.size(); ++k) {
+      (void)be->unroll(hyper, w, tasks[k], trajs[k], 20, GradMode::gradient_constant);
+      k_ms += read_stats(cuda).kernel_ms;
+    }
+    wall.push_back(seconds_since(t0));
+    kern.push_back(k_ms);
+    const Stats after = read_stats(cuda);
+    launches = after.launches - before.launches;
+    memcpys = after.memcpys - before.memcpys;
+  }
+  const double s = median(wall);
+  nlohmann::json j;
+  j["bench"] = "unroll";
+  j["config"] = "paper_size_meta_iteration";
+  j["backend"] = be->name();
+  j["device"] = be->device();
+  j["arch"] = "rnnprop";
+  j["family"] = "lasso";
+  j["mode"] = "gradient_constant";
+  j["tasks"] = 3;
+  j["d"] = 10;
+  j["instances"] = 128;
+  j["coordinates"] = 3 * 1280;
+  j["T"] = 20;
+  j["repeats"] = wall.size();
+  j["ms_per_iter"] = s * 1e3;
+  j["coord_steps_per_s"] = 3 * 1280 * 20 / s;
+  if (cuda) {
+    j["kernel_ms"] = median(kern);
+    j["launches_per_iter"] = launches;
+    j["memcpys_per_iter"] = memcpys;
+    j["peak_device_mb"] = double(read_stats(cuda).peak_bytes) / 1e6;
+  }
+  std::cout << j.dump() << std::endl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string which = "cuda";
+  double budget = 60.0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--backend" && i + 1 < argc) {
+      which = argv[++i];
+    } else if (a == "--budget-s" && i + 1 < argc) {
+      budget = std::stod(argv[++i]);
+    } else if (a == "--help" || a == "-h") {
+      std::cout << "usage: bench_unroll [--backend cuda|cpu] [--budget-s SECONDS]\n";
+      return 0;
+    } else {
+      std::cerr << "bench_unroll: unknown argument '" << a << "' (see --help)\n";
+      return 2;
+    }
+  }
+  if (which != "cuda" && which != "cpu") {
+    std::cerr << "bench_unroll: --backend must be cuda or cpu, not '" << which << "'\n";
+    return 2;
+  }
+  const bool cuda = which == "cuda";
+  if (cuda && !cuda_available()) {
+#ifdef ML2O_HAVE_CUDA
+    const char* why = "no CUDA device is visible";
+#else
+    const char* why = "this build has no CUDA support";
+#endif
+    std::cerr << "bench_unroll: " << why << "; nothing to measure (use --backend cpu for the CPU)\n";
+    std::cout << nlohmann::json{{"bench", "unroll"}, {"backend", "cuda"}, {"skipped", why}}.dump()
+              << std::endl;
+    return 0;
+  }
+  try {
+    const auto t_start = Clock::now();
+    auto left = [&] { return budget - seconds_since(t_start); };
+    // 1. The sweep: RNNprop on LASSO d = 10, T = 20 with the meta-gradient, growing batches.
+    const std::vector<int64_t> sweep = cuda ? std::vector<int64_t>{128, 1024, 8192, 65536, 262144,
+                                                                  1048576, 4194304}
+                                            : std::vector<int64_t>{128, 1024, 8192};
+    double per_coord = 0.0;  // seconds per coordinate of the last size
+    for (const int64_t target : sweep) {
+      Config c;
+      c.d = 10;
+      c.instances = std::max<int64_t>(1, target / c.d);
+      const int64_t coords = c.instances * c.d;
+      // warm-up + >= 3 timed calls, predicted from the last size; keep ~35% of the budget for the rest
+      if (per_coord > 0 && 5.0 * per_coord * coords > left() - 0.35 * budget) {
+        std::cerr << "bench_unroll: stopping the sweep before " << coords
+                  << " coordinates (time budget)\n";
+        break;
+      }
+      const double s = run_config(which, c, nullptr);
+      per_coord = s / double(coords);
+    }
+    // 2. Other shapes at one size: modes, archs, families, a large d.
+    const int64_t mid = cuda ? 65536 : 1024;
+    std::vector<Config> extra;
+    {
+      Config c;
+      c.label = "shapes";
+      c.instances = mid / 10;
+      c.mode = GradMode::second_derivatives;
+      extra.push_back(c);
+      c.mode = GradMode::gradient_constant;
+      c.arch = Arch::dmlstm;
+      extra.push_back(c);
+      c.arch = Arch::rnnprop;
+      c.family = Family::rosenbrock;
+      c.d = 2;
+      c.instances = mid / 2;
+      extra.push_back(c);
+      c.family = Family::quadratic;
+      c.d = 256;
+      c.instances = std::max<int64_t>(1, mid / 256);
+      extra.push_back(c);
+    }
+    for (const Config& c : extra) {
+      if (left() < 0.25 * budget) break;
+      run_config(which, c, nullptr);
+    }
+    // 3. The long forward-only evaluation (SPEC: 1,000 steps, theta frozen).
+    {
+      Config c;
+      c.label = "long_eval";
+      c.mode = GradMode::none;
+      c.T = 1000;
+      c.instances = (cuda ? 65536 : 130) / 10;
+      if (left() > 0.1 * budget) run_config(which, c, nullptr);
+    }
+    // 4. The paper's size.
+    run_paper_size(which);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_unroll: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

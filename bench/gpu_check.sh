@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One-shot GPU check of the CUDA backend, run from the repo root on the device machine with the
+# prebuilt build/ folder (nothing is rebuilt):
+#
+#   bash bench/gpu_check.sh
+#
+# Stages, each under its own timeout (worst case about 5.5 minutes, typically 2 to 3):
+#   1. nvidia-smi -L and the binaries' missing shared libraries, if any
+#   2. build/ml2o_tests --gtest_filter='*Cuda*'                   -> $OUT/cuda_tests.log
+#   3. compute-sanitizer memcheck on the small GPU tests           -> $OUT/memcheck.log
+#   4. compute-sanitizer racecheck on the small GPU tests          -> $OUT/racecheck.log
+#   5. build/bench_unroll (about a minute)                         -> $OUT/bench.jsonl (+ bench.err)
+#   6. a summary table                                             -> $OUT/summary.txt
+# $OUT defaults to out/gpu_check when the caller does not set it.
+set -u
+cd "$(dirname "$0")/.."
+export LD_LIBRARY_PATH="$PWD/build/devlibs:${LD_LIBRARY_PATH:-}"
+OUT="${OUT:-$PWD/out/gpu_check}"
+mkdir -p "$OUT"
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+
+SMALL_FILTER='CudaSmall*'
+
+echo "== 1. device ($(elapsed) s)"
+timeout 20 nvidia-smi -L || echo "nvidia-smi failed"
+timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+for b in build/ml2o_tests build/bench_unroll; do
+  if [ ! -x "$b" ]; then echo "MISSING: $b (carry the prebuilt build/ folder)"; continue; fi
+  missing=$(ldd "$b" 2>/dev/null | grep "not found" || true)
+  [ -n "$missing" ] && echo "$b: missing shared libraries (put them in build/devlibs):" && echo "$missing"
+done
+
+echo "== 2. GPU tests ($(elapsed) s)"
+timeout 150 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"
+rc_tests=${PIPESTATUS[0]}
+
+SAN=$(command -v compute-sanitizer || true)
+for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  [ -z "$SAN" ] && [ -x "$c" ] && SAN="$c"
+done
+
+echo "== 3. memcheck on $SMALL_FILTER ($(elapsed) s)"
+if [ -n "$SAN" ]; then
+  timeout 50 "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 \
+    build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/memcheck.log" 2>&1
+  rc_mem=$?
+  tail -n 4 "$OUT/memcheck.log"
+else
+  echo "compute-sanitizer not found" | tee "$OUT/memcheck.log"; rc_mem=127
+fi
+
+echo "== 4. racecheck on $SMALL_FILTER ($(elapsed) s)"
+if [ -n "$SAN" ]; then
+  timeout 50 "$SAN" --tool racecheck --error-exitcode 99 --print-limit 20 \
+    build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/racecheck.log" 2>&1
+  rc_race=$?
+  tail -n 4 "$OUT/racecheck.log"
+else
+  echo "compute-sanitizer not found" | tee "$OUT/racecheck.log"; rc_race=127
+fi
+
+echo "== 5. bench ($(elapsed) s)"
+timeout 80 build/bench_unroll --budget-s 50 >"$OUT/bench.jsonl" 2>"$OUT/bench.err"
+rc_bench=$?
+cat "$OUT/bench.err"
+
+echo "== 6. summary ($(elapsed) s)"
+{
+  status() { if [ "$1" -eq 0 ]; then echo "ok"; elif [ "$1" -eq 124 ]; then echo "TIMEOUT"; else echo "FAIL (rc $1)"; fi; }
+  passed=$(grep -E '^\[  PASSED  \]' "$OUT/cuda_tests.log" | tail -n 1)
+  failed=$(grep -cE '^\[  FAILED  \] .*\([0-9]+ ms\)$' "$OUT/cuda_tests.log")
+  skipped=$(grep -cE '^\[  SKIPPED \] .*\([0-9]+ ms\)$' "$OUT/cuda_tests.log")
+  echo "stage        status"
+  echo "gpu tests    $(status "$rc_tests")   ${passed:-no PASSED line}; failed tests: $failed; skipped: $skipped"
+  echo "memcheck     $(status "$rc_mem")   $(grep -h 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -n 1)"
+  echo "racecheck    $(status "$rc_race")   $(grep -h -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -n 1)"
+  echo "bench        $(status "$rc_bench")   $(wc -l <"$OUT/bench.jsonl") lines"
+  grep -E '^\[  FAILED  \] .*\([0-9]+ ms\)$' "$OUT/cuda_tests.log" | head -n 30
+  echo
+  if command -v python3 >/dev/null 2>&1; then
+    python3 - "$OUT/bench.jsonl" <<'EOF'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    try:
+        rows.append(json.loads(line))
+    except ValueError:
+        pass
+cols = ["config", "arch", "family", "mode", "d", "coordinates", "T", "ms_per_iter", "kernel_ms",
+        "coord_steps_per_s", "kernel_coord_steps_per_s", "launches_per_iter", "peak_device_mb"]
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+print(" | ".join(cols))
+for r in rows:
+    if "skipped" in r:
+        print("bench skipped:", r["skipped"])
+        continue
+    print(" | ".join(fmt(r.get(c, "")) for c in cols))
+EOF
+  else
+    cat "$OUT/bench.jsonl"
+  fi
+  echo "total $(elapsed) s"
+} 2>&1 | tee "$OUT/summary.txt"
