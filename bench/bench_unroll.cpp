@@ -109,7 +109,7 @@ TaskSpec spec_of(Family f, int d, int64_t N, uint64_t seed) {
 
 // Runs one configuration on a fresh backend (so the peak memory is this configuration's own).
 // Returns the median wall seconds per call.
-double run_config(const std::string& which, const Config& c, double* est_next) {
+double run_config_or_throw(const std::string& which, const Config& c, double* est_next) {
   const bool cuda = which == "cuda";
   auto be = make_backend(which);
   OptimizerHyper hyper;
@@ -165,6 +165,21 @@ double run_config(const std::string& which, const Config& c, double* est_next) {
   std::cout << j.dump() << std::endl;
   if (est_next) *est_next = s;
   return s;
+}
+
+// A failing configuration (out of memory, say) is reported as a JSON line; the others still run.
+double run_config(const std::string& which, const Config& c, double* est_next) {
+  try {
+    return run_config_or_throw(which, c, est_next);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_unroll: " << c.label << " d=" << c.d << " instances=" << c.instances
+              << " failed: " << e.what() << "\n";
+    std::cout << nlohmann::json{{"bench", "unroll"}, {"config", c.label}, {"d", c.d},
+                                {"instances", c.instances}, {"T", c.T}, {"error", e.what()}}
+                     .dump()
+              << std::endl;
+    return -1.0;
+  }
 }
 
 // SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10. One
@@ -284,6 +299,7 @@ int main(int argc, char** argv) {
         break;
       }
       const double s = run_config(which, c, nullptr);
+      if (s < 0) break;  // failed (reported): larger sizes would fail too
       per_coord = s / double(coords);
     }
     // 2. Other shapes at one size: modes, archs, families, a large d.

@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_check.sh
 #
-# Stages, each under its own timeout (worst case about 5.5 minutes, typically 2 to 3):
+# Stages, each under its own timeout (at most 20+20+120+55+55+75 s = 5.75 minutes; typically 2 to 3):
 #   1. nvidia-smi -L and the binaries' missing shared libraries, if any
 #   2. build/ml2o_tests --gtest_filter='*Cuda*'                   -> $OUT/cuda_tests.log
 #   3. compute-sanitizer memcheck on the small GPU tests           -> $OUT/memcheck.log
@@ -20,11 +20,17 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
-SMALL_FILTER='CudaSmall*'
+SMALL_FILTER='*CudaSmall*'
 
 echo "== 1. device ($(elapsed) s)"
 timeout 20 nvidia-smi -L || echo "nvidia-smi failed"
 timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+# The tests read their data from the source path compiled into the binary: point it here.
+SRC=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' build/CMakeCache.txt 2>/dev/null)
+if [ -n "$SRC" ] && [ "$SRC" != "$PWD" ] && [ ! -e "$SRC/tests/data" ]; then
+  mkdir -p "$SRC/tests" && ln -s "$PWD/tests/data" "$SRC/tests/data" &&
+    echo "linked $SRC/tests/data -> $PWD/tests/data (the test data path compiled into the binary)"
+fi
 for b in build/ml2o_tests build/bench_unroll; do
   if [ ! -x "$b" ]; then echo "MISSING: $b (carry the prebuilt build/ folder)"; continue; fi
   missing=$(ldd "$b" 2>/dev/null | grep "not found" || true)
@@ -32,7 +38,7 @@ for b in build/ml2o_tests build/bench_unroll; do
 done
 
 echo "== 2. GPU tests ($(elapsed) s)"
-timeout 150 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"
+timeout 120 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"
 rc_tests=${PIPESTATUS[0]}
 
 SAN=$(command -v compute-sanitizer || true)
@@ -42,7 +48,7 @@ done
 
 echo "== 3. memcheck on $SMALL_FILTER ($(elapsed) s)"
 if [ -n "$SAN" ]; then
-  timeout 50 "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 \
+  timeout 55 "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 \
     build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/memcheck.log" 2>&1
   rc_mem=$?
   tail -n 4 "$OUT/memcheck.log"
@@ -52,7 +58,7 @@ fi
 
 echo "== 4. racecheck on $SMALL_FILTER ($(elapsed) s)"
 if [ -n "$SAN" ]; then
-  timeout 50 "$SAN" --tool racecheck --error-exitcode 99 --print-limit 20 \
+  timeout 55 "$SAN" --tool racecheck --error-exitcode 99 --print-limit 20 \
     build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/racecheck.log" 2>&1
   rc_race=$?
   tail -n 4 "$OUT/racecheck.log"
@@ -61,7 +67,7 @@ else
 fi
 
 echo "== 5. bench ($(elapsed) s)"
-timeout 80 build/bench_unroll --budget-s 50 >"$OUT/bench.jsonl" 2>"$OUT/bench.err"
+timeout 75 build/bench_unroll --budget-s 45 >"$OUT/bench.jsonl" 2>"$OUT/bench.err"
 rc_bench=$?
 cat "$OUT/bench.err"
 
@@ -97,6 +103,9 @@ print(" | ".join(cols))
 for r in rows:
     if "skipped" in r:
         print("bench skipped:", r["skipped"])
+        continue
+    if "error" in r:
+        print(r.get("config"), "d=%s instances=%s" % (r.get("d"), r.get("instances")), "ERROR:", r["error"])
         continue
     print(" | ".join(fmt(r.get(c, "")) for c in cols))
 EOF

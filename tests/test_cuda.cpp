@@ -1,8 +1,10 @@
 // The CUDA backend against the CPU reference: every operation, many shapes, fresh random inputs.
 //
-// Every test skips (GTEST_SKIP, with the reason) when no CUDA device is visible or the build has no
-// CUDA support. Suite names all contain "Cuda" (gpu_check.sh runs --gtest_filter='*Cuda*'), and
-// the small shapes are in CudaSmall* (the compute-sanitizer subset).
+// Every Cuda* test skips (GTEST_SKIP, with the reason) when no CUDA device is visible or the build
+// has no CUDA support. Suite names all contain "Cuda" (gpu_check.sh runs --gtest_filter='*Cuda*'),
+// and the small shapes are in *CudaSmall* (the compute-sanitizer subset). KernelEmulation (at the
+// end) runs the kernels' own code on the CPU with threads and barriers: it needs the CUDA headers
+// but no GPU, so it checks the kernels' indexing, barriers and reductions on every CUDA build.
 //
 // Tolerances (float32 against the float64 oracle unroll_cpu<double>). The error measure is the
 // normalised error ||gpu - cpu_double|| / ||cpu_double|| over a whole output (the step losses, the
@@ -20,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -93,7 +96,7 @@ constexpr double kFloorGrad = 1e-4;
 
 void expect_close(const char* what, double e_gpu, double e_cpu, double floor) {
   const double tol = std::max(floor, kRatio * e_cpu);
-  EXPECT_LE(e_gpu, tol) << what << ": gpu error " << e_gpu << ", float cpu error " << e_cpu;
+  EXPECT_LE(e_gpu, tol) << what << ": error " << e_gpu << ", float cpu error " << e_cpu;
 }
 
 // ---- the unroll cases ---------------------------------------------------------------------------
@@ -135,7 +138,13 @@ TaskSpec spec_for(Family f, int d, int64_t N, uint64_t seed) {
   return s;
 }
 
-void run_unroll_case(const UnrollCase& c) {
+using UnrollRunner =
+    std::function<UnrollResult<float>(const OptimizerHyper&, const std::vector<float>&,
+                                      const Task<float>&, Trajectory<float>&, int, GradMode)>;
+
+// Runs the case on `run` (the GPU, or the CPU emulation of the kernels) and on the CPU reference in
+// float and double, and compares.
+void run_unroll_case(const UnrollCase& c, const UnrollRunner& run) {
   SCOPED_TRACE(case_name(c));
   OptimizerHyper hyper;
   hyper.arch = c.arch;
@@ -151,9 +160,8 @@ void run_unroll_case(const UnrollCase& c) {
   const std::vector<double> w_d(w.begin(), w.end());
   const auto r_d = unroll_cpu(hyper, w_d, view_of(task_d), tr_d, c.T, c.mode);
 
-  auto be = gpu();
   Trajectory<float> tr_g = start;
-  const auto r_g = be->unroll(hyper, w, task, tr_g, c.T, c.mode);
+  const auto r_g = run(hyper, w, task, tr_g, c.T, c.mode);  // GPU or emulation
 
   ASSERT_EQ(r_g.step_loss.size(), size_t(c.T) + 1);
   EXPECT_EQ(tr_g.k, start.k + c.T);
@@ -188,21 +196,27 @@ void run_unroll_case(const UnrollCase& c) {
                    nerr(slice(r_f.grad), slice(r_d.grad)), kFloorGrad);
     }
   }
-  std::cout << "  [" << case_name(c) << "] step_loss err gpu " << nerr(r_g.step_loss, r_d.step_loss)
-            << " cpu " << nerr(r_f.step_loss, r_d.step_loss) << "; grad err gpu " << eg << " cpu " << ef
+  std::cout << "  [" << case_name(c) << "] step_loss err run " << nerr(r_g.step_loss, r_d.step_loss)
+            << " cpu " << nerr(r_f.step_loss, r_d.step_loss) << "; grad err run " << eg << " cpu " << ef
             << "\n";
 }
 
 class CudaSmallUnroll : public ::testing::TestWithParam<UnrollCase> {};
 class CudaUnroll : public ::testing::TestWithParam<UnrollCase> {};
 
+UnrollResult<float> gpu_unroll(const OptimizerHyper& hyper, const std::vector<float>& w,
+                               const Task<float>& task, Trajectory<float>& traj, int T,
+                               GradMode mode) {
+  return gpu()->unroll(hyper, w, task, traj, T, mode);
+}
+
 TEST_P(CudaSmallUnroll, MatchesCpuReference) {
   ML2O_REQUIRE_CUDA();
-  run_unroll_case(GetParam());
+  run_unroll_case(GetParam(), gpu_unroll);
 }
 TEST_P(CudaUnroll, MatchesCpuReference) {
   ML2O_REQUIRE_CUDA();
-  run_unroll_case(GetParam());
+  run_unroll_case(GetParam(), gpu_unroll);
 }
 
 constexpr Arch R = Arch::rnnprop, D = Arch::dmlstm;
@@ -477,3 +491,273 @@ TEST(CudaBackend, RejectsDimensionsThatDoNotFitABlock) {
 
 }  // namespace
 }  // namespace ml2o
+
+// =================================================================================================
+// KernelEmulation: the kernels' own code (kernels/*_kernels.cuh, baseline_kernel.cuh) run on the
+// CPU, one std::thread per CUDA thread and a std::barrier per block for __syncthreads(), blocks
+// one after another, shared memory poisoned with NaN before each block. It checks the kernels'
+// indexing, barriers and reductions against the CPU reference on a machine without a GPU (the
+// math functions are the host's, so it says nothing about CUDA's expf/tanhf or FMA contraction:
+// the Cuda* tests do). Built whenever the CUDA toolkit is (its headers give dim3 and friends).
+// =================================================================================================
+#ifdef ML2O_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <barrier>
+#include <limits>
+#include <thread>
+
+namespace ml2o::emulation {
+inline thread_local dim3 thread_idx, block_idx;
+inline dim3 block_dim, grid_dim;
+inline thread_local std::barrier<>* block_barrier = nullptr;
+}  // namespace ml2o::emulation
+
+#pragma push_macro("__global__")
+#pragma push_macro("__device__")
+#pragma push_macro("__host__")
+#pragma push_macro("__forceinline__")
+#pragma push_macro("__launch_bounds__")
+#pragma push_macro("__constant__")
+#pragma push_macro("__shared__")
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __constant__
+#undef __shared__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __constant__
+#define __shared__
+#define threadIdx (::ml2o::emulation::thread_idx)
+#define blockIdx (::ml2o::emulation::block_idx)
+#define blockDim (::ml2o::emulation::block_dim)
+#define gridDim (::ml2o::emulation::grid_dim)
+inline void __syncthreads() { ::ml2o::emulation::block_barrier->arrive_and_wait(); }
+// Round-to-nearest operations: plain IEEE operations on the host (x86-64, no contraction).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+namespace ml2o::cuda {
+using std::min;
+namespace {
+alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks run one at a time)
+}  // namespace
+}  // namespace ml2o::cuda
+
+#include "../kernels/baseline_kernel.cuh"
+#include "../kernels/sampler_kernels.cuh"
+#include "../kernels/unroll_kernels.cuh"
+
+#undef threadIdx
+#undef blockIdx
+#undef blockDim
+#undef gridDim
+#pragma pop_macro("__global__")
+#pragma pop_macro("__device__")
+#pragma pop_macro("__host__")
+#pragma pop_macro("__forceinline__")
+#pragma pop_macro("__launch_bounds__")
+#pragma pop_macro("__constant__")
+#pragma pop_macro("__shared__")
+
+namespace ml2o {
+namespace {
+
+// Runs body() as blocks x threads CUDA threads.
+template <class F> void emulate_launch(int64_t blocks, int threads, F&& body) {
+  emulation::block_dim = dim3(static_cast<unsigned>(threads), 1, 1);
+  emulation::grid_dim = dim3(static_cast<unsigned>(blocks), 1, 1);
+  for (int64_t b = 0; b < blocks; ++b) {
+    std::fill(std::begin(cuda::smem), std::end(cuda::smem), std::numeric_limits<float>::quiet_NaN());
+    std::barrier<> bar(threads);
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t, b] {
+        emulation::thread_idx = dim3(static_cast<unsigned>(t), 1, 1);
+        emulation::block_idx = dim3(static_cast<unsigned>(b), 1, 1);
+        emulation::block_barrier = &bar;
+        body();
+      });
+    for (auto& th : pool) th.join();
+  }
+}
+
+// The CUDA backend's unroll with the kernels emulated and the block sums reduced in block order.
+UnrollResult<float> emulated_unroll(const OptimizerHyper& hyper, const std::vector<float>& w,
+                                    const Task<float>& task, Trajectory<float>& traj, int T,
+                                    GradMode mode) {
+  using namespace cuda;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const int P = param_count(hyper.arch);
+  const int64_t N = task.spec.instances, C = N * task.spec.dim;
+  const Geometry geo = make_geometry(N, task.spec.dim);
+  const bool backward = mode != GradMode::none;
+  const int64_t loss_row0 = backward ? P : 0, rows = loss_row0 + T + 1;
+  std::vector<float> tape(backward ? size_t(T) * kTapeFields * C : 0, nan), gT(C, nan),
+      partial(rows * geo.blocks, nan);
+  UnrollArgs a;
+  a.hyper = hyper;
+  a.w = w.data();
+  a.P = P;
+  a.task = view_of(task);
+  a.x = traj.x.data();
+  a.coord = traj.coord.data();
+  a.k0 = traj.k;
+  a.T = T;
+  a.ipb = geo.ipb;
+  a.blocks = geo.blocks;
+  a.tape = backward && T > 0 ? tape.data() : nullptr;
+  a.gT = backward ? gT.data() : nullptr;
+  a.partial = partial.data();
+  a.loss_row0 = loss_row0;
+  const float inv_n = 1.0f / static_cast<float>(static_cast<double>(N));
+  a.inv_n = inv_n;
+  a.second = mode == GradMode::second_derivatives;
+  emulate_launch(geo.blocks, geo.threads, [&] {
+    if (geo.large) unroll_forward_kernel<kLargeThreads>(a);
+    else unroll_forward_kernel<kSmallThreads>(a);
+  });
+  if (backward)
+    emulate_launch(geo.blocks, geo.threads, [&] {
+      if (geo.large) unroll_backward_kernel<kLargeThreads>(a);
+      else unroll_backward_kernel<kSmallThreads>(a);
+    });
+  std::vector<float> reduced(rows, 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < geo.blocks; ++b) reduced[r] += partial[r * geo.blocks + b];
+  traj.k += T;
+  UnrollResult<float> out;
+  out.step_loss.assign(T + 1, 0.0);
+  for (int t = 0; t <= T; ++t) {
+    const float step = reduced[loss_row0 + t] * inv_n;
+    out.step_loss[t] = static_cast<double>(step);
+    out.meta_loss += step;
+  }
+  if (backward) out.grad.assign(reduced.begin(), reduced.begin() + P);
+  return out;
+}
+
+std::vector<double> emulated_baseline(const BaselineSpec& spec, const Task<float>& task, int steps) {
+  using namespace cuda;
+  const int64_t N = task.spec.instances;
+  const Geometry geo = make_geometry(N, task.spec.dim);
+  std::vector<float> coef(3 * size_t(steps));
+  double t_fista = 1.0;
+  for (int k = 1; k <= steps; ++k) {  // as CudaBackend::run_baseline
+    const double t_next = 0.5 * (1.0 + std::sqrt(1.0 + 4.0 * t_fista * t_fista));
+    coef[3 * (k - 1) + 0] = static_cast<float>(1.0 - std::pow(spec.beta1, k));
+    coef[3 * (k - 1) + 1] = static_cast<float>(1.0 - std::pow(spec.beta2, k));
+    coef[3 * (k - 1) + 2] = static_cast<float>((t_fista - 1.0) / t_next);
+    t_fista = t_next;
+  }
+  const bool proximal = spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista;
+  std::vector<double> L;
+  if (proximal) L = lipschitz_constants(task);
+  std::vector<double> partial((steps + 1) * geo.blocks, std::numeric_limits<double>::quiet_NaN());
+  BaselineArgs a;
+  a.kind = spec.kind;
+  a.task = view_of(task);
+  a.x0 = task.x0.data();
+  a.lipschitz = proximal ? L.data() : nullptr;
+  a.lam = task.spec.lam;
+  a.coef = coef.data();
+  a.lr = float(spec.lr);
+  a.mu = float(spec.momentum);
+  a.b1 = float(spec.beta1);
+  a.b2 = float(spec.beta2);
+  a.eps = float(spec.eps);
+  a.decay = float(spec.rms_decay);
+  a.one_b1 = float(1.0 - spec.beta1);
+  a.one_b2 = float(1.0 - spec.beta2);
+  a.one_decay = float(1.0 - spec.rms_decay);
+  a.steps = steps;
+  a.ipb = geo.ipb;
+  a.blocks = geo.blocks;
+  a.partial = partial.data();
+  emulate_launch(geo.blocks, geo.threads, [&] {
+    if (geo.large) baseline_kernel<kLargeThreads>(a);
+    else baseline_kernel<kSmallThreads>(a);
+  });
+  std::vector<double> out(steps + 1, 0.0);
+  for (int k = 0; k <= steps; ++k) {
+    for (int64_t b = 0; b < geo.blocks; ++b) out[k] += partial[k * geo.blocks + b];
+    out[k] /= double(N);
+  }
+  return out;
+}
+
+TEST(KernelEmulation, UnrollMatchesCpuReference) {
+  // Partial last blocks, d = 1 and 2, odd d, the 512-thread kernels, T = 0, forward-only.
+  for (const UnrollCase& c :
+       {UnrollCase{R, LA, 7, 3, 3, SD, 41, 2}, UnrollCase{D, LA, 10, 13, 2, SD, 42, 1},
+        UnrollCase{R, RO, 2, 70, 3, GC, 43, 1}, UnrollCase{D, RA, 33, 4, 2, SD, 44, 1},
+        UnrollCase{R, QU, 1, 130, 2, SD, 45, 1}, UnrollCase{R, LA, 130, 2, 2, GC, 46, 1},
+        UnrollCase{D, RO, 2, 3, 2, SD, 47, 1}, UnrollCase{R, QU, 4, 40, 0, GC, 48, 0},
+        UnrollCase{R, LA, 10, 20, 30, NO, 49, 0}})
+    run_unroll_case(c, emulated_unroll);
+}
+
+TEST(KernelEmulation, BaselinesMatchCpu) {
+  // The same float operations as run_baseline_cpu: only the final double sum is associated
+  // differently (per block, then over blocks).
+  for (const TaskSpec& s : {spec_for(LA, 7, 30, 51), spec_for(RO, 2, 70, 52), spec_for(RA, 5, 4, 53),
+                            spec_for(LA, 130, 2, 54)}) {
+    const Task<float> task = sample_task<float>(s);
+    for (const BaselineKind kind : {BaselineKind::sgd, BaselineKind::momentum, BaselineKind::adam,
+                                    BaselineKind::rmsprop, BaselineKind::ista, BaselineKind::fista}) {
+      if ((kind == BaselineKind::ista || kind == BaselineKind::fista) && s.family != Family::lasso)
+        continue;
+      BaselineSpec spec;
+      spec.kind = kind;
+      spec.lr = s.family == Family::rosenbrock ? 1e-4 : 1e-3;
+      const auto want = run_baseline_cpu(spec, task, 20);
+      const auto got = emulated_baseline(spec, task, 20);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t t = 0; t < want.size(); ++t)
+        EXPECT_NEAR(got[t], want[t], 1e-12 * std::abs(want[t]))
+            << baseline_name(kind) << " on " << family_name(s.family) << " step " << t;
+    }
+  }
+}
+
+TEST(KernelEmulation, SamplerIndexesLikeTheCpu) {
+  for (const TaskSpec& s : {spec_for(LA, 7, 13, 61), spec_for(RA, 5, 3, 62), spec_for(RO, 2, 9, 63)}) {
+    const Task<float> want = sample_task<float>(s);
+    cuda::SampleArgs a;
+    a.seed = s.seed;
+    a.instances = s.instances;
+    a.dim = s.dim;
+    a.sigma = s.sigma;
+    a.b_lo = s.b_lo;
+    a.b_hi = s.b_hi;
+    a.x0_scale = s.x0_scale;
+    a.rastrigin = s.family == Family::rastrigin;
+    std::vector<float> A(want.A.size()), b(want.b.size()), x0(want.x0.size());
+    emulate_launch(2, 32, [&] {  // grid-stride loops over more elements than threads
+      if (!A.empty()) {
+        cuda::sample_matrix_kernel(a, A.data());
+        cuda::sample_vector_kernel(a, b.data());
+      }
+      cuda::sample_start_kernel(a, x0.data());
+    });
+    EXPECT_EQ(mismatches(A, want.A), 0u) << family_name(s.family);
+    EXPECT_EQ(mismatches(b, want.b), 0u) << family_name(s.family);
+    EXPECT_EQ(mismatches(x0, want.x0), 0u) << family_name(s.family);
+  }
+}
+
+}  // namespace
+}  // namespace ml2o
+#endif  // ML2O_HAVE_CUDA
