@@ -110,8 +110,10 @@ LearnedOptimizer params_from_bytes(const std::string& bytes, const std::string& 
   opt.hyper.arch = static_cast<Arch>(arch);
   opt.hyper.dm_p = r.get<double>("dm_p");
   opt.hyper.dm_scale = r.get<double>("dm_scale");
-  if (!(opt.hyper.dm_p > 0) || !std::isfinite(opt.hyper.dm_scale))
-    throw FormatError(source + ": invalid DM-LSTM settings in header");
+  if (!(opt.hyper.dm_p > 0 && std::isfinite(opt.hyper.dm_p)) ||
+      !(opt.hyper.dm_scale > 0 && std::isfinite(opt.hyper.dm_scale)))
+    throw FormatError(source + ": invalid DM-LSTM settings in header (dm_p and dm_scale must be "
+                      "positive and finite)");
   const auto table = tensor_table(opt.hyper.arch);
   const auto count = r.get<uint32_t>("tensor count");
   if (count != table.size())
