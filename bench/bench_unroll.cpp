@@ -7,7 +7,9 @@
 // backward of that step. Timing: one warm-up call (task upload, allocations), then repeated calls
 // until at least 3 and about 1 s, the median reported: `ms_per_iter` is the wall time of one
 // Backend::unroll call (host<->device trajectory copies included), `kernel_ms` the device time of
-// its launches measured with CUDA events. Without a CUDA device (or build) `--backend cuda` prints
+// its launches measured with CUDA events. With CUDA, the sweep from 8k coordinates on, the other
+// shapes, the long evaluation and the paper's size run both unroll kernels (`kernel`: v1, v2; v2
+// uses v1's kernels for d > 128). Without a CUDA device (or build) `--backend cuda` prints
 // a message and exits 0.
 #include <algorithm>
 #include <chrono>
@@ -54,7 +56,22 @@ struct Config {
   int T = 20;
   GradMode mode = GradMode::gradient_constant;
   std::string label = "sweep";
+  int kernel = 0;  // CUDA unroll kernel variant: 0 = the backend's default, 1 = v1, 2 = v2
 };
+
+// Selects the CUDA kernel variant for the following backend calls and returns its name.
+std::string use_kernel(bool cuda, int variant) {
+#ifdef ML2O_HAVE_CUDA
+  if (cuda) {
+    cuda_set_kernel_variant(variant);
+    return "v" + std::to_string(cuda_kernel_variant());
+  }
+#else
+  (void)variant;
+#endif
+  (void)cuda;
+  return "";
+}
 
 struct Stats {
   int64_t launches = 0, memcpys = 0, peak_bytes = 0;
@@ -111,6 +128,7 @@ TaskSpec spec_of(Family f, int d, int64_t N, uint64_t seed) {
 // Returns the median wall seconds per call.
 double run_config_or_throw(const std::string& which, const Config& c, double* est_next) {
   const bool cuda = which == "cuda";
+  const std::string kernel = use_kernel(cuda, c.kernel);
   auto be = make_backend(which);
   OptimizerHyper hyper;
   hyper.arch = c.arch;
@@ -141,6 +159,7 @@ double run_config_or_throw(const std::string& which, const Config& c, double* es
   j["bench"] = "unroll";
   j["config"] = c.label;
   j["backend"] = be->name();
+  if (cuda) j["kernel"] = kernel;
   j["device"] = be->device();
   j["arch"] = arch_name(c.arch);
   j["family"] = family_name(c.family);
@@ -185,8 +204,9 @@ double run_config(const std::string& which, const Config& c, double* est_next) {
 // SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10. One
 // meta-iteration of plain L2O training = one 20-step unroll with the meta-gradient on each task
 // (M-L2O runs two per task: the support and the query segment).
-void run_paper_size(const std::string& which) {
+void run_paper_size(const std::string& which, int variant) {
   const bool cuda = which == "cuda";
+  const std::string kernel = use_kernel(cuda, variant);
   auto be = make_backend(which);
   OptimizerHyper hyper;
   const std::vector<float> w = init_optimizer(hyper, 1).weights;
@@ -223,6 +243,7 @@ void run_paper_size(const std::string& which) {
   j["bench"] = "unroll";
   j["config"] = "paper_size_meta_iteration";
   j["backend"] = be->name();
+  if (cuda) j["kernel"] = kernel;
   j["device"] = be->device();
   j["arch"] = "rnnprop";
   j["family"] = "lasso";
@@ -292,15 +313,27 @@ int main(int argc, char** argv) {
       c.d = 10;
       c.instances = std::max<int64_t>(1, target / c.d);
       const int64_t coords = c.instances * c.d;
-      // warm-up + >= 3 timed calls, predicted from the last size; keep ~35% of the budget for the rest
-      if (per_coord > 0 && 5.0 * per_coord * coords > left() - 0.35 * budget) {
+      // v1 and v2 from 8k coordinates on (the default variant below), each timed the same way
+      const std::vector<int> variants =
+          cuda && coords >= 8192 ? std::vector<int>{1, 2} : std::vector<int>{0};
+      // warm-up + >= 3 timed calls per variant, predicted from the slower variant of the last size;
+      // keep ~35% of the budget for the rest
+      if (per_coord > 0 &&
+          5.0 * per_coord * coords * double(variants.size()) > left() - 0.35 * budget) {
         std::cerr << "bench_unroll: stopping the sweep before " << coords
                   << " coordinates (time budget)\n";
         break;
       }
-      const double s = run_config(which, c, nullptr);
-      if (s < 0) break;  // failed (reported): larger sizes would fail too
-      per_coord = s / double(coords);
+      bool failed = false;
+      double worst = 0.0;
+      for (const int v : variants) {
+        c.kernel = v;
+        const double s = run_config(which, c, nullptr);
+        if (s < 0) failed = true;
+        worst = std::max(worst, s / double(coords));
+      }
+      if (failed) break;  // failed (reported): larger sizes would fail too
+      per_coord = worst;
     }
     // 2. Other shapes at one size: modes, archs, families, a large d.
     const int64_t mid = cuda ? 65536 : 1024;
@@ -324,9 +357,12 @@ int main(int argc, char** argv) {
       c.instances = std::max<int64_t>(1, mid / 256);
       extra.push_back(c);
     }
-    for (const Config& c : extra) {
-      if (left() < 0.25 * budget) break;
-      run_config(which, c, nullptr);
+    for (Config& c : extra) {
+      for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) {
+        if (left() < 0.25 * budget) break;
+        c.kernel = v;
+        run_config(which, c, nullptr);
+      }
     }
     // 3. The long forward-only evaluation (SPEC: 1,000 steps, theta frozen).
     {
@@ -335,10 +371,14 @@ int main(int argc, char** argv) {
       c.mode = GradMode::none;
       c.T = 1000;
       c.instances = (cuda ? 65536 : 130) / 10;
-      if (left() > 0.1 * budget) run_config(which, c, nullptr);
+      for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) {
+        c.kernel = v;
+        if (left() > 0.1 * budget) run_config(which, c, nullptr);
+      }
     }
-    // 4. The paper's size.
-    run_paper_size(which);
+    // 4. The paper's size, both kernels.
+    for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) run_paper_size(which, v);
+    use_kernel(cuda, 0);
   } catch (const std::exception& e) {
     std::cerr << "bench_unroll: error: " << e.what() << "\n";
     return 1;

@@ -93,7 +93,7 @@ for line in open(sys.argv[1]):
         rows.append(json.loads(line))
     except ValueError:
         pass
-cols = ["config", "arch", "family", "mode", "d", "coordinates", "T", "ms_per_iter", "kernel_ms",
+cols = ["config", "kernel", "arch", "family", "mode", "d", "coordinates", "T", "ms_per_iter", "kernel_ms",
         "coord_steps_per_s", "kernel_coord_steps_per_s", "launches_per_iter", "peak_device_mb"]
 def fmt(v):
     if isinstance(v, float):

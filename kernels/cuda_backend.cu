@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -28,6 +29,23 @@ namespace {
 std::atomic<int64_t> g_launches{0}, g_memcpys{0}, g_bytes{0}, g_peak{0};
 std::atomic<bool> g_poison{false};
 std::atomic<double> g_last_kernel_ms{0.0};
+std::atomic<int> g_variant_override{0};  // 0: ML2O_CUDA_KERNEL or the default
+
+// ML2O_CUDA_KERNEL, read once: unset or empty = kDefaultKernelVariant, "v1" / "v2", else an error.
+int env_kernel_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("ML2O_CUDA_KERNEL");
+    if (e == nullptr || *e == '\0') return kDefaultKernelVariant;
+    const std::string s(e);
+    if (s == "v1") return 1;
+    if (s == "v2") return 2;
+    return -1;
+  }();
+  if (v < 0)
+    throw std::runtime_error(std::string("cuda backend: ML2O_CUDA_KERNEL='") +
+                             std::getenv("ML2O_CUDA_KERNEL") + "' is not a kernel variant (v1 or v2)");
+  return v;
+}
 
 // 64-bit content hash, 8 bytes at a time (a cache key, not a checksum of record).
 uint64_t hash_bytes(uint64_t h, const void* data, size_t n) {
@@ -101,6 +119,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend() {
     if (!cuda_device_present()) throw std::runtime_error("cuda backend: no CUDA device is visible");
+    (void)kernel_variant();  // an invalid ML2O_CUDA_KERNEL fails here, before any work
     ML2O_CUDA_CHECK(cudaGetDevice(&dev_));
     cudaDeviceProp prop;
     ML2O_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev_));
@@ -180,8 +199,9 @@ class CudaBackend final : public Backend {
     a.second = mode == GradMode::second_derivatives;
 
     ML2O_CUDA_CHECK(cudaEventRecord(start_, stream_));
-    launch_unroll_forward(a, geo, stream_);
-    if (backward) launch_unroll_backward(a, geo, stream_);
+    const int variant = kernel_variant();
+    launch_unroll_forward(a, geo, stream_, variant);
+    if (backward) launch_unroll_backward(a, geo, stream_, variant);
     segmented_sum(partial_.as<float>(), reduced_.as<float>(), rows, offsets);
     ML2O_CUDA_CHECK(cudaEventRecord(stop_, stream_));
 
@@ -419,6 +439,22 @@ CudaStats cuda_stats() {
 void cuda_reset_peak() { cuda::g_peak.store(cuda::g_bytes.load()); }
 
 void cuda_set_poison(bool on) { cuda::g_poison.store(on); }
+
+void cuda_set_kernel_variant(int variant) {
+  if (variant < 0 || variant > 2)
+    throw std::invalid_argument("cuda_set_kernel_variant: " + std::to_string(variant) +
+                                " is not 0 (ML2O_CUDA_KERNEL / default), 1 or 2");
+  cuda::g_variant_override.store(variant);
+}
+
+int cuda_kernel_variant() { return cuda::kernel_variant(); }
+
+namespace cuda {
+int kernel_variant() {
+  const int o = g_variant_override.load();
+  return o != 0 ? o : env_kernel_variant();
+}
+}  // namespace cuda
 
 Task<float> cuda_sample_task(const TaskSpec& spec) {
   if (spec.family == Family::rosenbrock && spec.dim != 2)

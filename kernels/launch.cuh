@@ -96,10 +96,17 @@ struct UnrollArgs {
   bool second = false;           // GradMode::second_derivatives
 };
 
-size_t forward_smem_bytes(const Geometry& g, int P);
-size_t backward_smem_bytes(const Geometry& g, int P);
-void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s);
-void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s);
+// Kernel variant: 1 = one thread per coordinate (unroll_kernels.cuh), 2 = tiled "fully fused"
+// (unroll_v2_kernels.cuh; geometries with d > 128 fall back to v1). Chosen by the backend
+// (ML2O_CUDA_KERNEL or cuda_set_kernel_variant).
+constexpr int kDefaultKernelVariant = 1;  // the one-line switch after measuring v2
+int kernel_variant();                     // the variant in use (defined in cuda_backend.cu)
+bool uses_v2(const Geometry& g, int variant);  // whether this launch runs the v2 kernels
+
+size_t forward_smem_bytes(const Geometry& g, int P, int variant);
+size_t backward_smem_bytes(const Geometry& g, int P, int variant);
+void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant);
+void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant);
 
 // ---- baselines ----------------------------------------------------------------------------------
 struct BaselineArgs {

@@ -5,6 +5,7 @@
 
 #include "launch.cuh"
 #include "unroll_kernels.cuh"
+#include "unroll_v2_kernels.cuh"
 
 namespace ml2o::cuda {
 
@@ -43,21 +44,28 @@ void prepare(Kernel kernel, size_t smem) {
 
 }  // namespace
 
-size_t forward_smem_bytes(const Geometry& g, int P) {
+bool uses_v2(const Geometry& g, int variant) { return variant == 2 && !g.large; }
+
+size_t forward_smem_bytes(const Geometry& g, int P, int variant) {
+  if (uses_v2(g, variant)) return sizeof(float) * kV2ForwardFloats;
   const int maxt = g.large ? kLargeThreads : kSmallThreads;
   return sizeof(float) * (static_cast<size_t>(P) + 3 * static_cast<size_t>(maxt));
 }
 
-size_t backward_smem_bytes(const Geometry& g, int P) {
+size_t backward_smem_bytes(const Geometry& g, int P, int variant) {
+  if (uses_v2(g, variant)) return sizeof(float) * kV2BackwardFloats;
   const int maxt = g.large ? kLargeThreads : kSmallThreads;
   return sizeof(float) * (2 * static_cast<size_t>(P) + kStageRows * kStageStride +
                           3 * static_cast<size_t>(maxt));
 }
 
-void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s) {
-  const size_t smem = forward_smem_bytes(g, a.P);
+void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant) {
+  const size_t smem = forward_smem_bytes(g, a.P, variant);
   const dim3 grid(static_cast<unsigned>(g.blocks)), block(static_cast<unsigned>(g.threads));
-  if (g.large) {
+  if (uses_v2(g, variant)) {
+    prepare(unroll_forward_v2_kernel, smem);
+    unroll_forward_v2_kernel<<<grid, dim3(kV2Threads), smem, s>>>(a);
+  } else if (g.large) {
     prepare(unroll_forward_kernel<kLargeThreads>, smem);
     unroll_forward_kernel<kLargeThreads><<<grid, block, smem, s>>>(a);
   } else {
@@ -68,10 +76,13 @@ void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t 
   count_launch();
 }
 
-void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s) {
-  const size_t smem = backward_smem_bytes(g, a.P);
+void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant) {
+  const size_t smem = backward_smem_bytes(g, a.P, variant);
   const dim3 grid(static_cast<unsigned>(g.blocks)), block(static_cast<unsigned>(g.threads));
-  if (g.large) {
+  if (uses_v2(g, variant)) {
+    prepare(unroll_backward_v2_kernel, smem);
+    unroll_backward_v2_kernel<<<grid, dim3(kV2Threads), smem, s>>>(a);
+  } else if (g.large) {
     prepare(unroll_backward_kernel<kLargeThreads>, smem);
     unroll_backward_kernel<kLargeThreads><<<grid, block, smem, s>>>(a);
   } else {

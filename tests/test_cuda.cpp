@@ -49,11 +49,23 @@ namespace {
     cuda_set_poison(true);                                                               \
   } while (0)
 Task<float> device_sample(const TaskSpec& s) { return cuda_sample_task(s); }
+void set_variant(int v) { cuda_set_kernel_variant(v); }
 #else
 #define ML2O_REQUIRE_CUDA() \
   GTEST_SKIP() << "no CUDA device: this build has no CUDA support (ML2O_CUDA off or no nvcc)"
 Task<float> device_sample(const TaskSpec&) { throw std::logic_error("built without CUDA"); }
+void set_variant(int) {}
 #endif
+
+// Every unroll test runs each kernel variant (1: one thread per coordinate, 2: tiled); the scope
+// puts the backend back on its default afterwards.
+struct VariantScope {
+  explicit VariantScope(int v) { set_variant(v); }
+  ~VariantScope() { set_variant(0); }
+  VariantScope(const VariantScope&) = delete;
+  VariantScope& operator=(const VariantScope&) = delete;
+};
+constexpr int kVariants[] = {1, 2};
 
 std::unique_ptr<Backend> gpu() { return make_backend("cuda"); }
 
@@ -212,11 +224,19 @@ UnrollResult<float> gpu_unroll(const OptimizerHyper& hyper, const std::vector<fl
 
 TEST_P(CudaSmallUnroll, MatchesCpuReference) {
   ML2O_REQUIRE_CUDA();
-  run_unroll_case(GetParam(), gpu_unroll);
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    run_unroll_case(GetParam(), gpu_unroll);
+  }
 }
 TEST_P(CudaUnroll, MatchesCpuReference) {
   ML2O_REQUIRE_CUDA();
-  run_unroll_case(GetParam(), gpu_unroll);
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    run_unroll_case(GetParam(), gpu_unroll);
+  }
 }
 
 constexpr Arch R = Arch::rnnprop, D = Arch::dmlstm;
@@ -265,63 +285,75 @@ INSTANTIATE_TEST_SUITE_P(
 // ---- determinism --------------------------------------------------------------------------------
 TEST(CudaDeterminism, SameRunTwiceIsBitIdentical) {
   ML2O_REQUIRE_CUDA();
-  for (const GradMode mode : {GC, SD}) {
-    OptimizerHyper hyper;
-    const std::vector<float> w = init_optimizer(hyper, 77).weights;
-    const Task<float> task = sample_task<float>(spec_for(LA, 10, 3000, 78));
-    const Trajectory<float> start = start_trajectory(task.x0);
-    auto be = gpu();
-    Trajectory<float> t1 = start, t2 = start;
-    const auto r1 = be->unroll(hyper, w, task, t1, 20, mode);
-    auto be2 = gpu();  // a fresh backend: fresh buffers, a fresh task upload
-    const auto r2 = be2->unroll(hyper, w, task, t2, 20, mode);
-    ASSERT_EQ(r1.grad.size(), r2.grad.size());
-    EXPECT_EQ(0, std::memcmp(r1.grad.data(), r2.grad.data(), r1.grad.size() * sizeof(float)));
-    EXPECT_EQ(r1.step_loss, r2.step_loss);
-    EXPECT_EQ(0, std::memcmp(&r1.meta_loss, &r2.meta_loss, sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(t1.x.data(), t2.x.data(), t1.x.size() * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(t1.coord.data(), t2.coord.data(),
-                             t1.coord.size() * sizeof(CoordState<float>)));
-    // and a third time on the first backend (cached task, reused buffers)
-    Trajectory<float> t3 = start;
-    const auto r3 = be->unroll(hyper, w, task, t3, 20, mode);
-    EXPECT_EQ(0, std::memcmp(r1.grad.data(), r3.grad.data(), r1.grad.size() * sizeof(float)));
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    for (const GradMode mode : {GC, SD}) {
+      OptimizerHyper hyper;
+      const std::vector<float> w = init_optimizer(hyper, 77).weights;
+      const Task<float> task = sample_task<float>(spec_for(LA, 10, 3000, 78));
+      const Trajectory<float> start = start_trajectory(task.x0);
+      auto be = gpu();
+      Trajectory<float> t1 = start, t2 = start;
+      const auto r1 = be->unroll(hyper, w, task, t1, 20, mode);
+      auto be2 = gpu();  // a fresh backend: fresh buffers, a fresh task upload
+      const auto r2 = be2->unroll(hyper, w, task, t2, 20, mode);
+      ASSERT_EQ(r1.grad.size(), r2.grad.size());
+      EXPECT_EQ(0, std::memcmp(r1.grad.data(), r2.grad.data(), r1.grad.size() * sizeof(float)));
+      EXPECT_EQ(r1.step_loss, r2.step_loss);
+      EXPECT_EQ(0, std::memcmp(&r1.meta_loss, &r2.meta_loss, sizeof(float)));
+      EXPECT_EQ(0, std::memcmp(t1.x.data(), t2.x.data(), t1.x.size() * sizeof(float)));
+      EXPECT_EQ(0, std::memcmp(t1.coord.data(), t2.coord.data(),
+                               t1.coord.size() * sizeof(CoordState<float>)));
+      // and a third time on the first backend (cached task, reused buffers)
+      Trajectory<float> t3 = start;
+      const auto r3 = be->unroll(hyper, w, task, t3, 20, mode);
+      EXPECT_EQ(0, std::memcmp(r1.grad.data(), r3.grad.data(), r1.grad.size() * sizeof(float)));
+    }
   }
 }
 
 TEST(CudaDeterminism, ConsecutiveUnrollsContinueTheTrajectory) {
   ML2O_REQUIRE_CUDA();
-  // Two 10-step unrolls on the GPU (the task cached across them) against the CPU doing the same.
-  OptimizerHyper hyper;
-  const std::vector<float> w = init_optimizer(hyper, 5).weights;
-  const Task<float> task = sample_task<float>(spec_for(LA, 10, 128, 6));
-  Trajectory<float> tg = start_trajectory(task.x0), tc = tg;
-  auto be = gpu();
-  for (int u = 0; u < 2; ++u) {
-    const auto rg = be->unroll(hyper, w, task, tg, 10, GC);
-    const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 10, GC);
-    EXPECT_EQ(tg.k, tc.k);
-    EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4) << "unroll " << u;
-    EXPECT_LE(nerr(tg.x, tc.x), 1e-5) << "unroll " << u;
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    // Two 10-step unrolls on the GPU (the task cached across them) against the CPU doing the same.
+    OptimizerHyper hyper;
+    const std::vector<float> w = init_optimizer(hyper, 5).weights;
+    const Task<float> task = sample_task<float>(spec_for(LA, 10, 128, 6));
+    Trajectory<float> tg = start_trajectory(task.x0), tc = tg;
+    auto be = gpu();
+    for (int u = 0; u < 2; ++u) {
+      const auto rg = be->unroll(hyper, w, task, tg, 10, GC);
+      const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 10, GC);
+      EXPECT_EQ(tg.k, tc.k);
+      EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4) << "unroll " << u;
+      EXPECT_LE(nerr(tg.x, tc.x), 1e-5) << "unroll " << u;
+    }
   }
 }
 
 TEST(CudaDeterminism, ChangedTaskContentIsReuploaded) {
   ML2O_REQUIRE_CUDA();
-  // The task cache is keyed by content: editing A in place must not reuse the stale upload.
-  OptimizerHyper hyper;
-  const std::vector<float> w = init_optimizer(hyper, 9).weights;
-  Task<float> task = sample_task<float>(spec_for(QU, 5, 20, 10));
-  const Trajectory<float> start = start_trajectory(task.x0);
-  auto be = gpu();
-  Trajectory<float> t0 = start;
-  (void)be->unroll(hyper, w, task, t0, 5, GC);
-  for (float& a : task.A) a *= 2.0f;
-  Trajectory<float> tg = start, tc = start;
-  const auto rg = be->unroll(hyper, w, task, tg, 5, GC);
-  const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 5, GC);
-  EXPECT_LE(nerr(rg.step_loss, rc.step_loss), 1e-5);
-  EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4);
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    // The task cache is keyed by content: editing A in place must not reuse the stale upload.
+    OptimizerHyper hyper;
+    const std::vector<float> w = init_optimizer(hyper, 9).weights;
+    Task<float> task = sample_task<float>(spec_for(QU, 5, 20, 10));
+    const Trajectory<float> start = start_trajectory(task.x0);
+    auto be = gpu();
+    Trajectory<float> t0 = start;
+    (void)be->unroll(hyper, w, task, t0, 5, GC);
+    for (float& a : task.A) a *= 2.0f;
+    Trajectory<float> tg = start, tc = start;
+    const auto rg = be->unroll(hyper, w, task, tg, 5, GC);
+    const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 5, GC);
+    EXPECT_LE(nerr(rg.step_loss, rc.step_loss), 1e-5);
+    EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4);
+  }
 }
 
 // ---- the reference vectors (autodiff, float64) through the GPU in float32 -------------------------
@@ -329,23 +361,27 @@ class CudaVectors : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaVectors, MatchTheAutodiffMetaGradients) {
   ML2O_REQUIRE_CUDA();
-  const auto c = testing::load_vector_case(GetParam());
-  const Task<float> task = cast_task<float>(c.task);
-  const std::vector<float> w(c.w.begin(), c.w.end());
-  const Trajectory<float> start = cast_trajectory<float>(c.start);
-  auto be = gpu();
-  for (const GradMode mode : {GC, SD}) {
-    const char* setting = mode == GC ? "gradient_as_constant" : "second_derivatives";
-    const auto& e = c.j.at("expected").at(setting);
-    Trajectory<float> tg = start, tf = start;
-    const auto rg = be->unroll(c.hyper, w, task, tg, c.T, mode);
-    const auto rf = unroll_cpu(c.hyper, w, view_of(task), tf, c.T, mode);
-    const std::vector<double> want = c.flat_grad(e.at("grad"));
-    const double want_loss = e.at("meta_loss").get<double>();
-    expect_close(setting, nerr(rg.grad, want), nerr(rf.grad, want), kFloorGrad);
-    expect_close(setting, std::abs(rg.meta_loss - want_loss) / std::abs(want_loss),
-                 std::abs(rf.meta_loss - want_loss) / std::abs(want_loss), kFloorState);
-    EXPECT_EQ(tg.k, c.k0 + c.T);
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    const auto c = testing::load_vector_case(GetParam());
+    const Task<float> task = cast_task<float>(c.task);
+    const std::vector<float> w(c.w.begin(), c.w.end());
+    const Trajectory<float> start = cast_trajectory<float>(c.start);
+    auto be = gpu();
+    for (const GradMode mode : {GC, SD}) {
+      const char* setting = mode == GC ? "gradient_as_constant" : "second_derivatives";
+      const auto& e = c.j.at("expected").at(setting);
+      Trajectory<float> tg = start, tf = start;
+      const auto rg = be->unroll(c.hyper, w, task, tg, c.T, mode);
+      const auto rf = unroll_cpu(c.hyper, w, view_of(task), tf, c.T, mode);
+      const std::vector<double> want = c.flat_grad(e.at("grad"));
+      const double want_loss = e.at("meta_loss").get<double>();
+      expect_close(setting, nerr(rg.grad, want), nerr(rf.grad, want), kFloorGrad);
+      expect_close(setting, std::abs(rg.meta_loss - want_loss) / std::abs(want_loss),
+                   std::abs(rf.meta_loss - want_loss) / std::abs(want_loss), kFloorState);
+      EXPECT_EQ(tg.k, c.k0 + c.T);
+    }
   }
 }
 
@@ -475,6 +511,18 @@ TEST(CudaBackend, FactoryAndDeviceName) {
   std::cout << "  device: " << be->device() << "\n";
 }
 
+#ifdef ML2O_HAVE_CUDA
+TEST(CudaKernelVariant, SetterRejectsInvalidVariants) {  // no device needed
+  EXPECT_THROW(cuda_set_kernel_variant(3), std::invalid_argument);
+  EXPECT_THROW(cuda_set_kernel_variant(-1), std::invalid_argument);
+  cuda_set_kernel_variant(2);
+  EXPECT_EQ(cuda_kernel_variant(), 2);
+  cuda_set_kernel_variant(1);
+  EXPECT_EQ(cuda_kernel_variant(), 1);
+  cuda_set_kernel_variant(0);
+}
+#endif
+
 TEST(CudaBackend, RejectsDimensionsThatDoNotFitABlock) {
   ML2O_REQUIRE_CUDA();
   OptimizerHyper hyper;
@@ -558,6 +606,7 @@ alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks r
 #include "../kernels/baseline_kernel.cuh"
 #include "../kernels/sampler_kernels.cuh"
 #include "../kernels/unroll_kernels.cuh"
+#include "../kernels/unroll_v2_kernels.cuh"
 
 #undef threadIdx
 #undef blockIdx
@@ -595,9 +644,10 @@ template <class F> void emulate_launch(int64_t blocks, int threads, F&& body) {
 }
 
 // The CUDA backend's unroll with the kernels emulated and the block sums reduced in block order.
-UnrollResult<float> emulated_unroll(const OptimizerHyper& hyper, const std::vector<float>& w,
-                                    const Task<float>& task, Trajectory<float>& traj, int T,
-                                    GradMode mode) {
+// variant 2 runs the tiled kernels where the launcher would (d <= 128), with 128 threads.
+UnrollResult<float> emulated_unroll_variant(int variant, const OptimizerHyper& hyper,
+                                            const std::vector<float>& w, const Task<float>& task,
+                                            Trajectory<float>& traj, int T, GradMode mode) {
   using namespace cuda;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const int P = param_count(hyper.arch);
@@ -625,13 +675,21 @@ UnrollResult<float> emulated_unroll(const OptimizerHyper& hyper, const std::vect
   const float inv_n = 1.0f / static_cast<float>(static_cast<double>(N));
   a.inv_n = inv_n;
   a.second = mode == GradMode::second_derivatives;
-  emulate_launch(geo.blocks, geo.threads, [&] {
-    if (geo.large) unroll_forward_kernel<kLargeThreads>(a);
+  const bool v2 = uses_v2(geo, variant);
+  const int threads = v2 ? kV2Threads : geo.threads;
+  if (v2) {
+    EXPECT_LE(sizeof(float) * kV2BackwardFloats, sizeof(cuda::smem));
+    EXPECT_LE(sizeof(float) * kV2BackwardFloats, size_t(232448));  // H100/H200 opt-in limit
+  }
+  emulate_launch(geo.blocks, threads, [&] {
+    if (v2) unroll_forward_v2_kernel(a);
+    else if (geo.large) unroll_forward_kernel<kLargeThreads>(a);
     else unroll_forward_kernel<kSmallThreads>(a);
   });
   if (backward)
-    emulate_launch(geo.blocks, geo.threads, [&] {
-      if (geo.large) unroll_backward_kernel<kLargeThreads>(a);
+    emulate_launch(geo.blocks, threads, [&] {
+      if (v2) unroll_backward_v2_kernel(a);
+      else if (geo.large) unroll_backward_kernel<kLargeThreads>(a);
       else unroll_backward_kernel<kSmallThreads>(a);
     });
   std::vector<float> reduced(rows, 0.0f);
@@ -698,15 +756,39 @@ std::vector<double> emulated_baseline(const BaselineSpec& spec, const Task<float
   return out;
 }
 
+const UnrollCase kEmulationCases[] = {
+    // Partial last blocks, d = 1 and 2, odd d, the 512-thread kernels, T = 0, forward-only.
+    UnrollCase{R, LA, 7, 3, 3, SD, 41, 2}, UnrollCase{D, LA, 10, 13, 2, SD, 42, 1},
+    UnrollCase{R, RO, 2, 70, 3, GC, 43, 1}, UnrollCase{D, RA, 33, 4, 2, SD, 44, 1},
+    UnrollCase{R, QU, 1, 130, 2, SD, 45, 1}, UnrollCase{R, LA, 130, 2, 2, GC, 46, 1},
+    UnrollCase{D, RO, 2, 3, 2, SD, 47, 1}, UnrollCase{R, QU, 4, 40, 0, GC, 48, 0},
+    UnrollCase{R, LA, 10, 20, 30, NO, 49, 0},
+    // full 128-coordinate tiles (d = 64, 128), a 96-thread geometry (d = 70), DM-LSTM forward-only
+    UnrollCase{R, LA, 64, 3, 3, SD, 50, 1}, UnrollCase{D, QU, 128, 2, 2, GC, 51, 1},
+    UnrollCase{R, RA, 70, 2, 3, GC, 52, 1}, UnrollCase{D, LA, 10, 25, 4, NO, 53, 1}};
+
 TEST(KernelEmulation, UnrollMatchesCpuReference) {
-  // Partial last blocks, d = 1 and 2, odd d, the 512-thread kernels, T = 0, forward-only.
-  for (const UnrollCase& c :
-       {UnrollCase{R, LA, 7, 3, 3, SD, 41, 2}, UnrollCase{D, LA, 10, 13, 2, SD, 42, 1},
-        UnrollCase{R, RO, 2, 70, 3, GC, 43, 1}, UnrollCase{D, RA, 33, 4, 2, SD, 44, 1},
-        UnrollCase{R, QU, 1, 130, 2, SD, 45, 1}, UnrollCase{R, LA, 130, 2, 2, GC, 46, 1},
-        UnrollCase{D, RO, 2, 3, 2, SD, 47, 1}, UnrollCase{R, QU, 4, 40, 0, GC, 48, 0},
-        UnrollCase{R, LA, 10, 20, 30, NO, 49, 0}})
-    run_unroll_case(c, emulated_unroll);
+  for (const UnrollCase& c : kEmulationCases)
+    run_unroll_case(c, [](auto&&... args) { return emulated_unroll_variant(1, args...); });
+}
+
+TEST(KernelEmulation, UnrollV2MatchesCpuReference) {
+  for (const UnrollCase& c : kEmulationCases)
+    run_unroll_case(c, [](auto&&... args) { return emulated_unroll_variant(2, args...); });
+}
+
+TEST(KernelEmulation, UnrollV2IsBitIdenticalOnRepeat) {
+  OptimizerHyper hyper;
+  const std::vector<float> w = init_optimizer(hyper, 60).weights;
+  const Task<float> task = sample_task<float>(spec_for(LA, 10, 25, 61));
+  const Trajectory<float> start = start_trajectory(task.x0);
+  Trajectory<float> t1 = start, t2 = start;
+  const auto r1 = emulated_unroll_variant(2, hyper, w, task, t1, 4, SD);
+  const auto r2 = emulated_unroll_variant(2, hyper, w, task, t2, 4, SD);
+  ASSERT_EQ(r1.grad.size(), r2.grad.size());
+  EXPECT_EQ(0, std::memcmp(r1.grad.data(), r2.grad.data(), r1.grad.size() * sizeof(float)));
+  EXPECT_EQ(r1.step_loss, r2.step_loss);
+  EXPECT_EQ(0, std::memcmp(t1.coord.data(), t2.coord.data(), t1.coord.size() * sizeof(CoordState<float>)));
 }
 
 TEST(KernelEmulation, BaselinesMatchCpu) {

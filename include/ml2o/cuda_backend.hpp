@@ -31,5 +31,10 @@ void cuda_reset_peak();
 // Tests: fill every device output and scratch buffer with NaN before each run, so an element the
 // kernels fail to write shows up as NaN.
 void cuda_set_poison(bool on);
+// Unroll kernel variant for tests and benches: 1 (one thread per coordinate), 2 (tiled, fully
+// fused; d > 128 runs v1), 0 = back to ML2O_CUDA_KERNEL (v1|v2, read once) or the default (v1).
+// cuda_kernel_variant() is the variant in use; both throw for an invalid ML2O_CUDA_KERNEL.
+void cuda_set_kernel_variant(int variant);
+int cuda_kernel_variant();
 
 }  // namespace ml2o
