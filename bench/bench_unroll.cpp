@@ -128,7 +128,8 @@ TaskSpec spec_of(Family f, int d, int64_t N, uint64_t seed) {
 // Returns the median wall seconds per call.
 double run_config_or_throw(const std::string& which, const Config& c, double* est_next) {
   const bool cuda = which == "cuda";
-  const std::string kernel = use_kernel(cuda, c.kernel);
+  std::string kernel = use_kernel(cuda, c.kernel);
+  if (kernel == "v2" && c.d > 128) kernel = "v2 (v1 kernels: d > 128)";
   auto be = make_backend(which);
   OptimizerHyper hyper;
   hyper.arch = c.arch;
