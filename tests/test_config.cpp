@@ -111,7 +111,9 @@ TEST(Config, EveryShippedConfigParses) {
     } else {
       EXPECT_EQ(c.eval.steps, 1000);
       EXPECT_EQ(c.eval.seeds, 10);
-      EXPECT_EQ(c.train.curriculum.back(), 3000);
+      // "-medium": the paper's problem size with a shortened meta-training (for a GPU).
+      if (f.stem().string().find("-medium") == std::string::npos)
+        EXPECT_EQ(c.train.curriculum.back(), 3000);
       EXPECT_EQ(c.eval.task.instances, 128);
     }
     // D_adapt and D_test share a distribution but never the instances.
