@@ -26,7 +26,9 @@ class ByteWriter {
     static_assert(std::is_trivially_copyable_v<T>);
     buf_.append(reinterpret_cast<const char*>(&v), sizeof(T));
   }
-  void put_bytes(const void* p, size_t n) { buf_.append(static_cast<const char*>(p), n); }
+  void put_bytes(const void* p, size_t n) {
+    if (n) buf_.append(static_cast<const char*>(p), n);
+  }
   std::string& bytes() { return buf_; }
 
  private:
@@ -45,7 +47,7 @@ class ByteReader {
     if (n > b_.size() - pos_)
       throw FormatError(src_ + ": truncated file: ran out of bytes reading " + what + " at offset " +
                         std::to_string(pos_) + " of " + std::to_string(b_.size()));
-    std::memcpy(out, b_.data() + pos_, n);
+    if (n) std::memcpy(out, b_.data() + pos_, n);  // an empty vector's data() may be null
     pos_ += n;
   }
   size_t pos() const { return pos_; }
