@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
-# Command (2) of the README: set up, build and run every test (GPU tests skip without a device).
+# Command (2) of the README: set up, build and run every test (GPU tests skip without a device),
+# then the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# ML2O_SANITIZE_STAGE=0 skips the sanitizer stage (for a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc)
+start=$SECONDS
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
+echo "test.sh: release build and tests passed in $((SECONDS - start)) s"
+
+if [ "${ML2O_SANITIZE_STAGE:-1}" != 0 ]; then
+  cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DML2O_CUDA=OFF -DML2O_SANITIZE=ON
+  cmake --build build-sanitize -j "$jobs"
+  # halt_on_error: any finding fails the test that triggered it.
+  ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-sanitize --output-on-failure -j "$jobs"
+  echo "test.sh: sanitizer build and tests passed; total $((SECONDS - start)) s"
+fi
