@@ -260,7 +260,8 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
   std::vector<std::string> pngs;
   // Distinct colours; adaptation on D_adapt is dashed, so an arm and its @adapt twin pair up.
   static const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
-                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#000000", "#aec7e8"};
+                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#000000", "#aec7e8",
+                                   "#393b79", "#637939", "#8c6d31", "#843c39"};
   for (int K : Ks) {
     // Arms that diverged (non-finite final objective) are left out of the picture, not the data.
     std::vector<const ArmResult*> shown;
