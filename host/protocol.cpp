@@ -51,6 +51,38 @@ std::string fmt_g(double v) {
 
 }  // namespace
 
+// ---- memory --------------------------------------------------------------------------------------
+size_t estimate_host_bytes(const Config& cfg) {
+  auto task_bytes = [](const TaskSpec& t) {
+    const double nd = double(t.instances) * t.dim;
+    const bool matrix = t.family == Family::lasso || t.family == Family::quadratic;
+    return (matrix ? nd * t.dim + nd : 0.0) * sizeof(float) + nd * sizeof(float);
+  };
+  auto traj_bytes = [](const TaskSpec& t) {
+    return double(t.instances) * t.dim * (sizeof(float) + sizeof(CoordState<float>));
+  };
+  // Training holds every task, its trajectory, and a working copy of the trajectory.
+  double train = 0;
+  for (const TaskSpec& t : cfg.train.tasks) train += task_bytes(t) + 2 * traj_bytes(t);
+  // Evaluation and adaptation hold one test and one adaptation task with their trajectories.
+  const double arms = task_bytes(cfg.eval.task) + task_bytes(cfg.adapt.task) +
+                      2 * traj_bytes(cfg.eval.task) + 2 * traj_bytes(cfg.adapt.task);
+  return size_t(std::max(train, arms));
+}
+
+void check_fits_in_memory(const Config& cfg) {
+  const double need = double(estimate_host_bytes(cfg));
+  const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+  if (have > 0 && need > 0.9 * have) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "the tasks and trajectories need about %.2f GiB of host memory at once, but this "
+                  "machine has %.2f GiB; lower the instances or dim of the tasks",
+                  need / 1073741824.0, have / 1073741824.0);
+    throw ConfigError(cfg.path + ": " + buf);
+  }
+}
+
 // ---- progress ------------------------------------------------------------------------------------
 Progress::Progress(bool quiet) : tty_(::isatty(2)), quiet_(quiet), stage_start_(now_s()) {}
 
@@ -334,6 +366,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
 
 void run_protocol(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
+  check_fits_in_memory(cfg);
   auto backend = make_backend(cfg.run.backend);
   Progress progress;
 

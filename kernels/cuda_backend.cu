@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <cstdlib>
 #include <memory>
@@ -25,6 +26,15 @@
 namespace ml2o {
 namespace cuda {
 namespace {
+
+// Bytes a grow-only buffer would add to reach `bytes`.
+size_t grow_bytes(const DeviceBuffer& b, size_t bytes) { return bytes > b.bytes() ? bytes : 0; }
+
+std::string gib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
 
 std::atomic<int64_t> g_launches{0}, g_memcpys{0}, g_bytes{0}, g_peak{0};
 std::atomic<bool> g_poison{false};
@@ -156,6 +166,20 @@ class CudaBackend final : public Backend {
     const bool backward = mode != GradMode::none;
     const int64_t loss_row0 = backward ? P : 0;
     const int64_t rows = loss_row0 + T + 1;
+
+    // Refuse up front, with the estimate, what cannot fit, rather than fail halfway.
+    const size_t tape_bytes = backward ? sizeof(float) * static_cast<size_t>(T) * kTapeFields * C : 0;
+    const size_t need = grow_bytes(w_, sizeof(float) * P) + grow_bytes(x_, sizeof(float) * C) +
+                        grow_bytes(coord_, sizeof(CoordState<float>) * C) +
+                        grow_bytes(partial_, sizeof(float) * rows * geo.blocks) +
+                        grow_bytes(tape_, tape_bytes) + grow_bytes(gT_, backward ? sizeof(float) * C : 0);
+    size_t free_b = 0, total_b = 0;
+    if (need > 0 && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && need > free_b)
+      throw std::runtime_error(
+          "cuda unroll of " + std::to_string(N) + " instances x d = " + std::to_string(d) + " x T = " +
+          std::to_string(T) + " needs " + gib(need) + " more device memory (BPTT tape " + gib(tape_bytes) +
+          ", 336 B per coordinate-step) but " + gib(free_b) + " of " + gib(total_b) +
+          " is free; lower the instances or the unroll length");
 
     w_.ensure(sizeof(float) * P);
     x_.ensure(sizeof(float) * C);

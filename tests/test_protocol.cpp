@@ -265,5 +265,32 @@ TEST(Protocol, FullDiskGivesAClearErrorAndKeepsThePreviousCheckpoint) {
   EXPECT_EQ(slurp(fs::path(out2) / "curves.csv"), before_curves);
 }
 
+TEST(Protocol, RefusesUpFrontWhatCannotFitInMemory) {
+  TempDir tmp;
+  // 10M instances x d = 20: the trajectories alone are about 130 GiB with their working copy.
+  const std::string huge = R"(
+[run]
+backend = "cpu"
+[[train.task]]
+family = "rastrigin"
+dim = 20
+instances = 10000000
+[eval.task]
+family = "rastrigin"
+dim = 20
+instances = 10000000
+)";
+  const fs::path cfg = write_config(tmp.path, huge, "huge.toml");
+  EXPECT_GT(estimate_host_bytes(load_config(cfg.string())), size_t(100) << 30);
+  std::string err;
+  const std::string out = (tmp.path / "out").string();
+  EXPECT_EQ(run_cli("run " + cfg.string() + " --out " + out, &err), 2);
+  EXPECT_NE(err.find("GiB of host memory"), std::string::npos) << err;
+  EXPECT_NE(err.find("huge.toml"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(out));
+  // The tiny config fits.
+  EXPECT_NO_THROW(check_fits_in_memory(parse_config(kTinyConfig, "tiny.toml")));
+}
+
 }  // namespace
 }  // namespace ml2o

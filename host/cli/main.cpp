@@ -188,6 +188,7 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(config_path, backend);
       if (cfg.train.tasks.empty())
         throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
+      check_fits_in_memory(cfg);
       LearnedOptimizer init;
       if (!init_path.empty()) init = load_params(init_path);
       require_fresh_dir(out_dir, resume);
@@ -204,6 +205,7 @@ int main(int argc, char** argv) {
     }
     if (*adapt_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
+      check_fits_in_memory(cfg);
       const LearnedOptimizer start = load_params(params_path);
       if (start.hyper.arch != cfg.optimizer.arch)
         throw ConfigError(params_path + ": params are " + arch_name(start.hyper.arch) + " but " + cfg.path +
@@ -218,6 +220,7 @@ int main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
+      check_fits_in_memory(cfg);
       const LearnedOptimizer opt = load_params(params_path);
       auto be = make_backend(cfg.run.backend);
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;

@@ -59,6 +59,12 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
 void run_protocol(const Config& cfg, const RunOptions& opts);
 
 uint64_t config_hash(const Config& cfg);
+
+// Host memory the run will hold at once (tasks, trajectories and their copies), refused up front
+// with the estimate (ConfigError) when it exceeds the machine's physical memory. Device memory is
+// checked by the CUDA backend before it allocates.
+size_t estimate_host_bytes(const Config& cfg);
+void check_fits_in_memory(const Config& cfg);
 std::string engine_version();
 
 // Which instances an arm adapts on, and which it is tested on, for evaluation seed s.
