@@ -41,12 +41,15 @@ TEST_P(Ml2oVectors, FirstAndSecondOrderMatchAutodiff) {
     EXPECT_NEAR(r.support_loss, ws, 1e-9 * std::abs(ws));
     EXPECT_NEAR(r.query_loss, wq, 1e-9 * std::abs(wq));
     const char* key = order == MetaGradient::first_order ? "first_order" : "second_order";
+    double worst = 0;
     const auto want = c.flat_grad(e.at(key));
     for (const TensorInfo& t : tensor_table(c.hyper.arch)) {
       std::vector<double> got(r.meta_grad.begin() + t.offset, r.meta_grad.begin() + t.offset + t.size());
       std::vector<double> ref(want.begin() + t.offset, want.begin() + t.offset + t.size());
       EXPECT_LE(max_rel_error(got, ref), 1e-9) << key << " tensor " << t.name;
+      worst = std::max(worst, max_rel_error(got, ref));
     }
+    std::cout << GetParam() << " " << key << ": worst tensor meta-gradient error " << worst << "\n";
     // The support segment is committed: the trajectory advanced T steps.
     EXPECT_EQ(traj.k, c.k0 + c.T);
   }

@@ -22,12 +22,17 @@ TEST_P(UnrollVectors, MetaLossAndEveryWeightGradientMatch) {
     const auto& e = c.j.at("expected").at(setting);
     const double want_loss = e.at("meta_loss").get<double>();
     EXPECT_NEAR(r.meta_loss, want_loss, 1e-9 * std::abs(want_loss)) << setting;
+    double worst = 0;
     for (const TensorInfo& t : tensor_table(c.hyper.arch)) {
       std::vector<double> got(r.grad.begin() + t.offset, r.grad.begin() + t.offset + t.size());
       const auto want = e.at("grad").at(t.name).get<std::vector<double>>();
       const double err = max_rel_error(got, want);
+      worst = std::max(worst, err);
       EXPECT_LE(err, 1e-9) << setting << " tensor " << t.name;
     }
+    std::cout << GetParam() << " " << setting << ": meta-loss relative error "
+              << std::abs(r.meta_loss - want_loss) / std::abs(want_loss)
+              << ", worst tensor gradient error " << worst << "\n";
     EXPECT_EQ(traj.k, c.k0 + c.T);
   }
 }
