@@ -265,6 +265,38 @@ TEST(Protocol, FullDiskGivesAClearErrorAndKeepsThePreviousCheckpoint) {
   EXPECT_EQ(slurp(fs::path(out2) / "curves.csv"), before_curves);
 }
 
+TEST(Protocol, StagesAloneTrainAdaptEvalAndBaseline) {
+  TempDir tmp;
+  const fs::path cfg = write_config(tmp.path, kTinyConfig);
+  const std::string dir = (tmp.path / "stages").string();
+  std::string err;
+  ASSERT_EQ(run_cli("train --config " + cfg.string() + " --method ml2o --out " + dir, &err), 0) << err;
+  const std::string params = dir + "/ml2o.params";
+  ASSERT_TRUE(fs::exists(params));
+  // The same training inside `run` gives the same weights (same config, same seeds).
+  ASSERT_EQ(run_cli("run " + cfg.string() + " --out " + (tmp.path / "full").string()), 0);
+  EXPECT_EQ(slurp(params), slurp(tmp.path / "full" / "ml2o.params"));
+  const std::string adapted = (tmp.path / "adapted.params").string();
+  ASSERT_EQ(run_cli("adapt --config " + cfg.string() + " --params " + params + " --K 3 --out " + adapted, &err), 0) << err;
+  EXPECT_NE(slurp(adapted), slurp(params));
+  ASSERT_EQ(run_cli("eval --config " + cfg.string() + " --params " + adapted + " --steps 25 --out " + dir + "/eval", &err), 0) << err;
+  std::istringstream csv(slurp(fs::path(dir) / "eval" / "curves.csv"));
+  std::string line;
+  size_t rows = 0;
+  while (std::getline(csv, line)) ++rows;
+  EXPECT_EQ(rows, 1 + 2 * 26u);  // header + seeds x (steps + 1)
+  ASSERT_EQ(run_cli("baseline --config " + cfg.string() + " --optimizer fista --steps 30 --out " + dir + "/bl", &err), 0) << err;
+  std::istringstream bl(slurp(fs::path(dir) / "bl" / "baseline.csv"));
+  rows = 0;
+  while (std::getline(bl, line)) ++rows;
+  EXPECT_EQ(rows, 1 + 31u);
+  // Training again into the same directory without --resume is refused, nothing changed.
+  const std::string before = slurp(params);
+  EXPECT_EQ(run_cli("train --config " + cfg.string() + " --method ml2o --out " + dir, &err), 2);
+  EXPECT_NE(err.find("exists; use --resume"), std::string::npos) << err;
+  EXPECT_EQ(slurp(params), before);
+}
+
 TEST(Protocol, RefusesUpFrontWhatCannotFitInMemory) {
   TempDir tmp;
   // 10M instances x d = 20: the trajectories alone are about 130 GiB with their working copy.
