@@ -10,6 +10,9 @@
 // - float against double at the same (float) point on digits, [64, 20, 10], batch 32: gradient
 //   ||g_f - g_d|| / ||g_d|| measured 1.2e-7..1.5e-7, tolerance 1e-5; loss relative error measured
 //   1.3e-7..2.5e-7, tolerance 5e-6.
+// - the GPU (float32, cuBLAS) against the double oracle: its error must be of the float CPU
+//   reference's size, e_gpu <= max(1e-5, 20 e_f), as in test_cuda.cpp. UNVERIFIED: written without
+//   a device; the MlpCuda* tests skip with the reason when none is visible.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,8 +23,12 @@
 #include <stdexcept>
 #include <vector>
 
+#include "ml2o/backend.hpp"
 #include "ml2o/dataset.hpp"
 #include "ml2o/mlp.hpp"
+#ifdef ML2O_HAVE_CUDA
+#include "ml2o/mlp_cuda.hpp"
+#endif
 
 namespace ml2o {
 namespace {
@@ -347,6 +354,105 @@ TEST(Mlp, SgdTrainsADigitsClassifier) {
       EXPECT_GT(acc1[n], 0.8) << activation_name(act);
     }
   }
+}
+
+// ---- the CUDA implementation against the CPU reference -------------------------------------------
+#ifdef ML2O_HAVE_CUDA
+#define ML2O_REQUIRE_CUDA()                                                          \
+  do {                                                                               \
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the mlp GPU tests need a visible GPU"; \
+  } while (0)
+#else
+#define ML2O_REQUIRE_CUDA() \
+  GTEST_SKIP() << "no CUDA device: this build has no CUDA support (ML2O_CUDA off or no nvcc)"
+#endif
+
+template <class A, class B> double nerr(const A& a, const B& ref) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += std::pow(double(a[i]) - double(ref[i]), 2);
+    den += double(ref[i]) * double(ref[i]);
+  }
+  return std::sqrt(num / den);
+}
+template <class A> bool all_finite(const A& a) {
+  return std::all_of(a.begin(), a.end(), [](auto v) { return std::isfinite(double(v)); });
+}
+
+// Loss and gradient of every instance at a few steps: GPU (float) and CPU float against the CPU
+// double oracle; the loss-only call agrees with the full one; a second call repeats bit for bit.
+void check_cuda_loss_grad(const std::vector<int>& layers, int batch, int64_t N) {
+#ifdef ML2O_HAVE_CUDA
+  const DataSplit split = split_dataset(random_dataset(400, layers.front(), layers.back(), 8), 0.25, 8);
+  for (Activation act : kActivations) {
+    const MlpSpec spec = spec_of(layers, act, batch, N, 71);
+    const auto pf = make_mlp_problem<float>(spec, split);
+    const auto pd = make_mlp_problem<double>(spec, split);
+    const auto theta_d0 = perturbed(mlp_init<double>(spec), 9);
+    const std::vector<float> theta(theta_d0.begin(), theta_d0.end());
+    const std::vector<double> theta_d(theta.begin(), theta.end());
+    CudaMlp gpu(pf);
+    for (int64_t k : {1, 2, 1000}) {
+      const size_t NP = theta.size();
+      std::vector<double> gd(NP), ld(N);
+      std::vector<float> gf(NP), lf(N), gg(NP), lg(N), gg2(NP), lg2(N), lonly(N);
+      mlp_batch_loss_grad<double>(pd, k, theta_d.data(), gd.data(), ld.data());
+      mlp_batch_loss_grad<float>(pf, k, theta.data(), gf.data(), lf.data());
+      gpu.loss_grad(k, theta.data(), gg.data(), lg.data());
+      gpu.loss_grad(k, theta.data(), gg2.data(), lg2.data());
+      gpu.loss_grad(k, theta.data(), nullptr, lonly.data());
+      ASSERT_TRUE(all_finite(gg) && all_finite(lg)) << activation_name(act);
+      const double eg = nerr(gg, gd), ef = nerr(gf, gd), el = nerr(lg, ld), elf = nerr(lf, ld);
+      std::cout << "[ cuda ] " << activation_name(act) << " depth " << layers.size() - 1 << " B "
+                << batch << " N " << N << " k " << k << ": gradient " << eg << " (cpu float " << ef
+                << "), loss " << el << " (cpu float " << elf << ")\n";
+      EXPECT_LE(eg, std::max(1e-5, 20 * ef)) << activation_name(act) << " k " << k;
+      EXPECT_LE(el, std::max(1e-5, 20 * elf)) << activation_name(act) << " k " << k;
+      EXPECT_EQ(gg2, gg) << "not bit-identical run to run";
+      EXPECT_EQ(lg2, lg);
+      EXPECT_EQ(lonly, lg) << "the loss-only call differs";
+    }
+  }
+#else
+  (void)layers, (void)batch, (void)N;
+#endif
+}
+
+TEST(MlpCudaSmall, LossAndGradientMatchCpu) {
+  ML2O_REQUIRE_CUDA();
+  check_cuda_loss_grad({6, 5, 3}, 7, 3);
+}
+
+TEST(MlpCuda, LossAndGradientMatchCpu) {
+  ML2O_REQUIRE_CUDA();
+  check_cuda_loss_grad({64, 20, 10}, 32, 37);
+  check_cuda_loss_grad({30, 40, 16, 5}, 13, 9);
+}
+
+TEST(MlpCuda, EvaluateMatchesCpu) {
+  ML2O_REQUIRE_CUDA();
+#ifdef ML2O_HAVE_CUDA
+  // 600 training rows: three passes of 256.
+  const DataSplit split = split_dataset(random_dataset(750, 12, 4, 10), 0.2, 10);
+  for (Activation act : kActivations) {
+    const MlpSpec spec = spec_of({12, 9, 4}, act, 8, 5, 81);
+    const auto pf = make_mlp_problem<float>(spec, split);
+    const auto pd = make_mlp_problem<double>(spec, split);
+    const auto theta_d0 = perturbed(mlp_init<double>(spec), 11);
+    const std::vector<float> theta(theta_d0.begin(), theta_d0.end());
+    const std::vector<double> theta_d(theta.begin(), theta.end());
+    std::vector<double> loss_d(5), acc_d(5), loss_g(5), acc_g(5);
+    mlp_evaluate<double>(pd, theta_d.data(), loss_d.data(), acc_d.data());
+    CudaMlp gpu(pf);
+    gpu.evaluate(theta.data(), loss_g.data(), acc_g.data());
+    for (int n = 0; n < 5; ++n) {
+      EXPECT_NEAR(loss_g[n], loss_d[n], 1e-5 * loss_d[n]) << activation_name(act) << " n" << n;
+      // A test row whose two largest logits are within float rounding may flip: allow one.
+      EXPECT_NEAR(acc_g[n], acc_d[n], 1.0 / double(pf.test_rows) + 1e-12)
+          << activation_name(act) << " n" << n;
+    }
+  }
+#endif
 }
 
 }  // namespace

@@ -101,16 +101,15 @@ void linear_forward(S* out, const S* inp, const S* W, const S* bias, int B, int 
 template <class S>
 void linear_backward(S* dinp, S* dW, S* dbias, const S* dout, const S* inp, const S* W, int B,
                      int I, int O) {
-  for (int o = 0; o < O; ++o) {
-    S db = S(0);
-    for (int b = 0; b < B; ++b) db += dout[b * O + o];
-    dbias[o] = db;
-    for (int i = 0; i < I; ++i) {
-      S acc = S(0);
-      for (int b = 0; b < B; ++b) acc += dout[b * O + o] * inp[b * I + i];
-      dW[o * I + i] = acc;
+  // Rows outer (contiguous reads); each sum still runs over b in order from 0.
+  std::fill(dW, dW + int64_t(O) * I, S(0));
+  std::fill(dbias, dbias + O, S(0));
+  for (int b = 0; b < B; ++b)
+    for (int o = 0; o < O; ++o) {
+      const S d = dout[b * O + o];
+      dbias[o] += d;
+      for (int i = 0; i < I; ++i) dW[o * I + i] += d * inp[b * I + i];
     }
-  }
   if (!dinp) return;
   for (int b = 0; b < B; ++b)
     for (int i = 0; i < I; ++i) {
