@@ -1,12 +1,9 @@
 // The mlp optimizee's forward and backward on the GPU for all N instances at once (mlp_cuda.hpp).
 //
 // Activations are row-major per instance, [N][rows][width], so a layer of every instance is one
-// cuBLAS strided-batched GEMM (cuBLAS is column-major: a row-major [r, c] array is its transpose):
-//   forward   Z[rows, out]  = X[rows, in] W[out, in]^T   gemm(T, N, out, rows, in)
-//   backward  dW[out, in]   = dZ^T X                     gemm(N, T, in, out, rows)
-//             dX[rows, in]  = dZ W                       gemm(N, N, in, rows, out)
-// with W, dW strided by P (the instance's parameter vector) and X strided by rows * in, or by 0
-// when every instance reads the same rows (evaluation on a split). Bias, activation, softmax
+// cuBLAS strided-batched GEMM (mlp_gemm.hpp: Z = X W^T, dW = dZ^T X, dX = dZ W), with W, dW strided
+// by P inside the [N, P] parameter array and X strided by rows * in, or by 0 when every instance
+// reads the same rows (evaluation on a split). Bias, activation, softmax
 // cross-entropy and the minibatch gather are small kernels here; the per-instance reductions (bias
 // gradient, loss) run in a fixed order, so results repeat bit for bit on one GPU.
 //
@@ -23,6 +20,7 @@
 #include "launch.cuh"
 #include "ml2o/cuda_backend.hpp"
 #include "ml2o/mlp_cuda.hpp"
+#include "ml2o/mlp_gemm.hpp"
 
 #define ML2O_CUBLAS_CHECK(call)                                                                  \
   do {                                                                                           \
@@ -158,13 +156,15 @@ __global__ void softmax_ce_eval_kernel(const float* logits, const int32_t* label
   }
 }
 
-// Column-major C = op(A) op(B) for every instance (alpha 1, beta 0).
-void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                  const float* A, int lda, int64_t sa, const float* B, int ldb, int64_t sb, float* C,
-                  int ldc, int64_t sc, int64_t batch) {
+// C = op(A) op(B) for every instance (alpha 1, beta 0) on stream s.
+void gemm_batched(cublasHandle_t h, cudaStream_t s, const BatchedGemm& g, const float* A,
+                  const float* B, float* C, int64_t batch) {
   const float one = 1.0f, zero = 0.0f;
-  ML2O_CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &one, A, lda, sa, B, ldb, sb,
-                                              &zero, C, ldc, sc, static_cast<int>(batch)));
+  ML2O_CUBLAS_CHECK(cublasSetStream(h, s));
+  ML2O_CUBLAS_CHECK(cublasSgemmStridedBatched(
+      h, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n,
+      g.k, &one, A, g.lda, g.stride_a, B, g.ldb, g.stride_b, &zero, C, g.ldc, g.stride_c,
+      static_cast<int>(batch)));
   count_launch();
 }
 
@@ -222,8 +222,8 @@ struct CudaMlp::Impl {
       const float* x = l == 0 ? x0 : acts[l].as<float>();
       const int64_t sx = l == 0 ? x0_stride : int64_t(rows) * in;
       float* z = acts[l + 1].as<float>();
-      gemm_batched_on(s, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, theta + m.w_off[l], in, P, x, in,
-                      sx, z, out, int64_t(rows) * out);
+      cuda::gemm_batched(blas, s, mlp_forward_gemm(in, out, rows, P, sx), theta + m.w_off[l], x,
+                         z, N());
       cuda::bias_activation_kernel<<<cuda::grid_for(N() * rows * out), cuda::kThreads, 0, s>>>(
           z, theta, P, m.b_off[l], N(), rows, out, spec.activation, l + 1 < m.depth());
       ML2O_CUDA_CHECK_LAUNCH("bias_activation_kernel");
@@ -238,15 +238,15 @@ struct CudaMlp::Impl {
     float* dprev = dz_next.as<float>();
     for (int l = m.depth() - 1; l >= 0; --l) {
       const int in = m.layers[l], out = m.layers[l + 1];
-      gemm_batched_on(s, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, acts[l].as<float>(), in,
-                      int64_t(rows) * in, dcur, out, int64_t(rows) * out, grad + m.w_off[l], in, P);
+      cuda::gemm_batched(blas, s, mlp_weight_grad_gemm(in, out, rows, P), acts[l].as<float>(),
+                         dcur, grad + m.w_off[l], N());
       cuda::bias_grad_kernel<<<cuda::grid_for(N() * out), cuda::kThreads, 0, s>>>(
           dcur, grad, P, m.b_off[l], N(), rows, out);
       ML2O_CUDA_CHECK_LAUNCH("bias_grad_kernel");
       cuda::count_launch();
       if (l == 0) break;
-      gemm_batched_on(s, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, theta + m.w_off[l], in, P, dcur,
-                      out, int64_t(rows) * out, dprev, in, int64_t(rows) * in);
+      cuda::gemm_batched(blas, s, mlp_input_grad_gemm(in, out, rows, P), theta + m.w_off[l],
+                         dcur, dprev, N());
       const int64_t count = N() * rows * in;
       cuda::activation_backward_kernel<<<cuda::grid_for(count), cuda::kThreads, 0, s>>>(
           dprev, acts[l].as<float>(), count, spec.activation);
@@ -254,13 +254,6 @@ struct CudaMlp::Impl {
       cuda::count_launch();
       std::swap(dcur, dprev);
     }
-  }
-
-  void gemm_batched_on(cudaStream_t s, cublasOperation_t ta, cublasOperation_t tb, int mm, int nn,
-                       int kk, const float* A, int lda, int64_t sa, const float* B, int ldb,
-                       int64_t sb, float* C, int ldc, int64_t sc) {
-    ML2O_CUBLAS_CHECK(cublasSetStream(blas, s));
-    cuda::gemm_batched(blas, ta, tb, mm, nn, kk, A, lda, sa, B, ldb, sb, C, ldc, sc, N());
   }
 
   void loss_grad(int64_t k, const float* theta, float* grad, float* loss, cudaStream_t s) {
@@ -335,7 +328,8 @@ void CudaMlp::evaluate(const float* theta, double* train_loss, double* test_accu
                     nullptr);
   std::vector<double> ce_h(2 * size_t(N));
   std::vector<unsigned long long> hits_h(2 * size_t(N));
-  ML2O_CUDA_CHECK(cudaMemcpy(ce_h.data(), ce, ce_h.size() * sizeof(double), cudaMemcpyDeviceToHost));
+  ML2O_CUDA_CHECK(
+      cudaMemcpy(ce_h.data(), ce, ce_h.size() * sizeof(double), cudaMemcpyDeviceToHost));
   ML2O_CUDA_CHECK(cudaMemcpy(hits_h.data(), hits, hits_h.size() * sizeof(unsigned long long),
                              cudaMemcpyDeviceToHost));
   for (int64_t n = 0; n < N; ++n) {

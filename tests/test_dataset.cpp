@@ -71,7 +71,7 @@ TEST(Dataset, Sha256MatchesPublishedVectors) {
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-  // The padding's edge cases (one or two final blocks): bytes 0, 1, ..., n-1, values from sha256sum.
+  // The padding's edge cases (one or two final blocks): bytes 0, 1, ..., n-1; from sha256sum.
   const std::pair<int, const char*> edges[] = {
       {55, "463eb28e72f82e0a96c0a4cc53690c571281131f672aa229e0d45ae59b598b59"},
       {56, "da2ae4d6b36748f2a318f23e7ab1dfdf45acdc9d049bd80e59de82a60895f562"},
@@ -306,7 +306,8 @@ TEST(Dataset, SplitIsSeededDisjointAndStandardised) {
   EXPECT_EQ(again.train.x, s.train.x);
   const DataSplit other = split_dataset(d, 0.25, 43);
   std::vector<int64_t> other_rows;
-  for (int64_t r = 0; r < other.test.rows; ++r) other_rows.push_back(original_row(other, other.test, r));
+  for (int64_t r = 0; r < other.test.rows; ++r)
+    other_rows.push_back(original_row(other, other.test, r));
   EXPECT_NE(other_rows, test_rows);
 }
 

@@ -26,6 +26,7 @@
 #include "ml2o/backend.hpp"
 #include "ml2o/dataset.hpp"
 #include "ml2o/mlp.hpp"
+#include "ml2o/mlp_gemm.hpp"
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/mlp_cuda.hpp"
 #endif
@@ -157,13 +158,15 @@ TEST(Mlp, InitialisationIsSeededAndScaled) {
           ss += std::pow(theta[n * m.params + m.w_off[l] + e], 2);
         for (int o = 0; o < out; ++o) ASSERT_EQ(theta[n * m.params + m.b_off[l] + o], 0.0);
       }
-      const double want = act == Activation::relu ? std::sqrt(2.0 / in) : std::sqrt(2.0 / (in + out));
+      const double want =
+          act == Activation::relu ? std::sqrt(2.0 / in) : std::sqrt(2.0 / (in + out));
       EXPECT_NEAR(std::sqrt(ss / double(count)), want, 0.03 * want)
           << activation_name(act) << " layer " << l;
     }
   }
   MlpSpec other = spec_of({64, 20, 10}, Activation::tanh, 8, 2, 10);
-  EXPECT_NE(mlp_init<double>(other), mlp_init<double>(spec_of({64, 20, 10}, Activation::tanh, 8, 2, 9)));
+  EXPECT_NE(mlp_init<double>(other),
+            mlp_init<double>(spec_of({64, 20, 10}, Activation::tanh, 8, 2, 9)));
 }
 
 TEST(Mlp, MinibatchDrawsAreCounterBased) {
@@ -356,7 +359,123 @@ TEST(Mlp, SgdTrainsADigitsClassifier) {
   }
 }
 
-// ---- the CUDA implementation against the CPU reference -------------------------------------------
+// ---- the GPU's GEMM plan, replayed on the CPU -----------------------------------------------------
+
+// A column-major strided-batched GEMM with the cuBLAS argument conventions, C_e = op(A_e) op(B_e);
+// every access is bounds-checked against the arrays (an operand starts at its offset).
+struct Operand {
+  std::vector<double>* v;
+  int64_t offset;
+  double& at(int64_t i) const { return v->at(size_t(offset + i)); }
+};
+void gemm_reference(const BatchedGemm& g, Operand A, Operand B, Operand C, int64_t batch) {
+  for (int64_t e = 0; e < batch; ++e)
+    for (int j = 0; j < g.n; ++j)
+      for (int i = 0; i < g.m; ++i) {
+        double acc = 0.0;
+        for (int p = 0; p < g.k; ++p) {
+          const double a = A.at(e * g.stride_a + (g.trans_a ? p + int64_t(i) * g.lda
+                                                            : i + int64_t(p) * g.lda));
+          const double b = B.at(e * g.stride_b + (g.trans_b ? j + int64_t(p) * g.ldb
+                                                            : p + int64_t(j) * g.ldb));
+          acc += a * b;
+        }
+        C.at(e * g.stride_c + i + int64_t(j) * g.ldc) = acc;
+      }
+}
+
+// kernels/mlp.cu's sequence (gather, then per layer the GEMMs of mlp_gemm.hpp and the elementwise
+// kernels' math) on the CPU in double, against mlp_batch_loss_grad: checks the transposes,
+// leading dimensions and strides the GPU uses, without a GPU.
+TEST(Mlp, GpuGemmPlanReplaysTheCpuReference) {
+  const DataSplit split = split_dataset(random_dataset(120, 7, 4, 12), 0.25, 12);
+  for (Activation act : kActivations) {
+    const MlpSpec spec = spec_of({7, 6, 5, 4}, act, 3, 4, 91);
+    const auto p = make_mlp_problem<double>(spec, split);
+    const MlpLayout& m = p.layout;
+    const int64_t N = spec.instances, P = m.params, k = 5;
+    const int B = spec.batch, F = m.layers[0], C = m.layers.back(), L = m.depth();
+    auto theta = perturbed(mlp_init<double>(spec), 13);
+    std::vector<double> want_g(theta.size()), want_l(N);
+    mlp_batch_loss_grad<double>(p, k, theta.data(), want_g.data(), want_l.data());
+
+    std::vector<std::vector<double>> acts(L + 1);
+    for (int l = 0; l <= L; ++l) acts[l].assign(size_t(N) * B * m.layers[l], NAN);
+    std::vector<int32_t> labels(size_t(N) * B);
+    for (int64_t n = 0; n < N; ++n)  // gather_minibatch_kernel
+      for (int j = 0; j < B; ++j) {
+        const int64_t r = mlp_minibatch_row(spec.seed, n, k, j, B, p.train_rows);
+        for (int f = 0; f < F; ++f) acts[0][size_t((n * B + j) * F + f)] = p.train_x[r * F + f];
+        labels[size_t(n * B + j)] = p.train_y[r];
+      }
+    for (int l = 0; l < L; ++l) {
+      const int in = m.layers[l], out = m.layers[l + 1];
+      gemm_reference(mlp_forward_gemm(in, out, B, P, int64_t(B) * in), {&theta, m.w_off[l]},
+                     {&acts[l], 0}, {&acts[l + 1], 0}, N);
+      for (size_t i = 0; i < acts[l + 1].size(); ++i) {  // bias_activation_kernel
+        const int64_t n = int64_t(i) / (int64_t(B) * out), o = int64_t(i) % out;
+        const double v = acts[l + 1][i] + theta[size_t(n * P + m.b_off[l] + o)];
+        acts[l + 1][i] = l + 1 < L ? activation_value(act, v) : v;
+      }
+    }
+    std::vector<double> dz(size_t(N) * B * m.max_width, NAN), dprev = dz, grad(theta.size(), NAN);
+    std::vector<double> loss(N);
+    for (int64_t n = 0; n < N; ++n)  // softmax_ce_grad_kernel
+      loss[n] = softmax_cross_entropy<double>(dz.data() + n * B * C, acts[L].data() + n * B * C,
+                                              labels.data() + n * B, B, C);
+    for (int l = L - 1; l >= 0; --l) {
+      const int in = m.layers[l], out = m.layers[l + 1];
+      gemm_reference(mlp_weight_grad_gemm(in, out, B, P), {&acts[l], 0}, {&dz, 0},
+                     {&grad, m.w_off[l]}, N);
+      for (int64_t n = 0; n < N; ++n)  // bias_grad_kernel
+        for (int o = 0; o < out; ++o) {
+          double s = 0.0;
+          for (int r = 0; r < B; ++r) s += dz[size_t((n * B + r) * out + o)];
+          grad[size_t(n * P + m.b_off[l] + o)] = s;
+        }
+      if (l == 0) break;
+      gemm_reference(mlp_input_grad_gemm(in, out, B, P), {&theta, m.w_off[l]}, {&dz, 0},
+                     {&dprev, 0}, N);
+      for (int64_t i = 0; i < N * B * in; ++i)  // activation_backward_kernel
+        dprev[size_t(i)] *= activation_slope(act, acts[l][size_t(i)]);
+      std::swap(dz, dprev);
+    }
+    double gerr = 0.0, gmax = 0.0;
+    for (size_t i = 0; i < grad.size(); ++i) {
+      gerr = std::max(gerr, std::abs(grad[i] - want_g[i]));
+      gmax = std::max(gmax, std::abs(want_g[i]));
+    }
+    EXPECT_LE(gerr, 1e-12 * gmax) << activation_name(act);
+    for (int64_t n = 0; n < N; ++n) EXPECT_NEAR(loss[n], want_l[n], 1e-12) << activation_name(act);
+
+    // Evaluation: the test rows shared by every instance (x stride 0).
+    const int R = static_cast<int>(p.test_rows);
+    std::vector<double> x(p.test_x.begin(), p.test_x.end()), h, z;
+    for (int l = 0; l < L; ++l) {
+      const int in = m.layers[l], out = m.layers[l + 1];
+      z.assign(size_t(N) * R * out, NAN);
+      gemm_reference(mlp_forward_gemm(in, out, R, P, l == 0 ? 0 : int64_t(R) * in),
+                     {&theta, m.w_off[l]}, {l == 0 ? &x : &h, 0}, {&z, 0}, N);
+      for (size_t i = 0; i < z.size(); ++i) {
+        const int64_t n = int64_t(i) / (int64_t(R) * out), o = int64_t(i) % out;
+        z[i] += theta[size_t(n * P + m.b_off[l] + o)];
+        if (l + 1 < L) z[i] = activation_value(act, z[i]);
+      }
+      h = z;
+    }
+    double zerr = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int r = 0; r < R; ++r) {
+        const auto want = naive_logits(m, act, theta.data() + n * P,
+                                       {p.test_x.begin() + r * F, p.test_x.begin() + (r + 1) * F});
+        for (int c = 0; c < C; ++c)
+          zerr = std::max(zerr, std::abs(h[size_t((n * R + r) * C + c)] - want[c]));
+      }
+    EXPECT_LE(zerr, 1e-12) << activation_name(act);
+  }
+}
+
+// ---- the CUDA implementation against the CPU reference ------------------------------------------
 #ifdef ML2O_HAVE_CUDA
 #define ML2O_REQUIRE_CUDA()                                                          \
   do {                                                                               \
@@ -383,7 +502,8 @@ template <class A> bool all_finite(const A& a) {
 // double oracle; the loss-only call agrees with the full one; a second call repeats bit for bit.
 void check_cuda_loss_grad(const std::vector<int>& layers, int batch, int64_t N) {
 #ifdef ML2O_HAVE_CUDA
-  const DataSplit split = split_dataset(random_dataset(400, layers.front(), layers.back(), 8), 0.25, 8);
+  const DataSplit split =
+      split_dataset(random_dataset(400, layers.front(), layers.back(), 8), 0.25, 8);
   for (Activation act : kActivations) {
     const MlpSpec spec = spec_of(layers, act, batch, N, 71);
     const auto pf = make_mlp_problem<float>(spec, split);

@@ -56,7 +56,8 @@ std::string gunzip(const std::string& in, const std::string& path) {
     throw FormatError(path + ": corrupt gzip file: " + (zs.msg ? zs.msg : "inflate failed"));
   if (zs.avail_in != 0)
     throw FormatError(path + ": " + std::to_string(zs.avail_in) +
-                      " trailing bytes after the gzip stream (concatenated gzip files are not read)");
+                      " trailing bytes after the gzip stream (concatenated gzip files are not "
+                      "read)");
   return out;
 }
 
@@ -166,7 +167,8 @@ Dataset parse_csv_dataset(const std::string& text, const std::string& source, in
       const std::string_view tok = next_token(line, &pos);
       double v = 0.0;
       const auto r = std::from_chars(tok.data(), tok.data() + tok.size(), v);
-      if (tok.empty() || r.ec != std::errc() || r.ptr != tok.data() + tok.size() || !std::isfinite(v))
+      const bool whole = !tok.empty() && r.ec == std::errc() && r.ptr == tok.data() + tok.size();
+      if (!whole || !std::isfinite(v))
         throw FormatError(where + ", column " + std::to_string(j + 1) + ": '" + std::string(tok) +
                           "' is not a finite number");
       d.x.push_back(static_cast<float>(v));
@@ -177,7 +179,8 @@ Dataset parse_csv_dataset(const std::string& text, const std::string& source, in
     if (tok.empty() || r.ec != std::errc() || r.ptr != tok.data() + tok.size() || label < 0 ||
         label >= classes)
       throw FormatError(where + ", column " + std::to_string(features + 1) + ": label '" +
-                        std::string(tok) + "' is not an integer in 0.." + std::to_string(classes - 1));
+                        std::string(tok) + "' is not an integer in 0.." +
+                        std::to_string(classes - 1));
     d.y.push_back(label);
     ++d.rows;
   }

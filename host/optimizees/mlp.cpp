@@ -53,7 +53,8 @@ template <class S> MlpProblem<S> make_mlp_problem(const MlpSpec& spec, const Dat
   const Dataset& tr = split.train;
   if (spec.layers.front() != tr.features)
     throw std::invalid_argument("mlp: layers[0] = " + std::to_string(spec.layers.front()) +
-                                " but the dataset has " + std::to_string(tr.features) + " features");
+                                " but the dataset has " + std::to_string(tr.features) +
+                                " features");
   if (spec.layers.back() != tr.classes)
     throw std::invalid_argument("mlp: the last layer has " + std::to_string(spec.layers.back()) +
                                 " outputs but the dataset has " + std::to_string(tr.classes) +
@@ -232,7 +233,8 @@ void mlp_batch_loss_grad(const MlpProblem<S>& p, int64_t k, const S* theta, S* g
 }
 
 template <class S>
-void mlp_evaluate(const MlpProblem<S>& p, const S* theta, double* train_loss, double* test_accuracy) {
+void mlp_evaluate(const MlpProblem<S>& p, const S* theta, double* train_loss,
+                  double* test_accuracy) {
   constexpr int kRows = 256;  // rows per forward pass
   const MlpLayout& m = p.layout;
   const int F = m.layers[0], C = m.layers.back();

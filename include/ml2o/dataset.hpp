@@ -21,8 +21,10 @@ struct Dataset {
 // The digits file as Debian ships it (python3-sklearn 1.2.1+dfsg-1), and the SHA-256 of its
 // decompressed content (`zcat digits.csv.gz | sha256sum`): 1,797 rows of 64 pixel counts (0..16)
 // and the label, comma-separated.
-constexpr const char* kDigitsPath = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
-constexpr const char* kDigitsSha256 = "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8";
+constexpr const char* kDigitsPath =
+    "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+constexpr const char* kDigitsSha256 =
+    "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8";
 constexpr int64_t kDigitsRows = 1797;
 constexpr int kDigitsFeatures = 64;
 constexpr int kDigitsClasses = 10;

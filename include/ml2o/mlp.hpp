@@ -70,7 +70,8 @@ ML2O_HD int64_t mlp_minibatch_row(uint64_t seed, int64_t n, int64_t k, int j, in
   const Philox r = draw_bits(seed, Stream::minibatch, static_cast<uint64_t>(n),
                              static_cast<uint64_t>(k) * static_cast<uint64_t>(batch) +
                                  static_cast<uint64_t>(j));
-  return static_cast<int64_t>((static_cast<uint64_t>(r.out[0]) * static_cast<uint64_t>(rows)) >> 32);
+  const uint64_t scaled = static_cast<uint64_t>(r.out[0]) * static_cast<uint64_t>(rows);
+  return static_cast<int64_t>(scaled >> 32);
 }
 
 // The activation and its derivative written in terms of its output y = f(z) (all three allow it;
@@ -114,7 +115,8 @@ void mlp_batch_loss_grad(const MlpProblem<S>& p, int64_t k, const S* theta, S* g
 // Reporting: mean cross-entropy over the whole training split and accuracy on the test split
 // (argmax of the logits, ties to the lower class) of every instance, accumulated in double.
 template <class S>
-void mlp_evaluate(const MlpProblem<S>& p, const S* theta, double* train_loss, double* test_accuracy);
+void mlp_evaluate(const MlpProblem<S>& p, const S* theta, double* train_loss,
+                  double* test_accuracy);
 
 // ---- the layers (CPU reference, one function each; shapes row-major) ---------------------------
 // out[B, O] = inp[B, I] W[O, I]^T + bias[O]
