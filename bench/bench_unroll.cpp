@@ -1,4 +1,5 @@
-// Throughput of the unroll (forward + BPTT) and of the long forward-only evaluation.
+// Throughput of the unroll (forward + BPTT), of the long forward-only evaluation, and of the
+// paper-size meta-iteration (L2O, M-L2O first and second order).
 //
 //   bench_unroll [--backend cuda|cpu] [--budget-s SECONDS]
 //
@@ -9,9 +10,9 @@
 // Backend::unroll call on backend-held state (task, trajectory, weights and gradient stay on the
 // device; only the T + 1 losses come back), `kernel_ms` the device time of its launches measured
 // with CUDA events. With CUDA, the sweep from 8k coordinates on, the other
-// shapes, the long evaluation and the paper's size run both unroll kernels (`kernel`: v1, v2; v2
-// uses v1's kernels for d > 128). Without a CUDA device (or build) `--backend cuda` prints
-// a message and exits 0.
+// shapes and the long evaluation run both unroll kernels (`kernel`: v1, v2; v2 uses v1's kernels
+// for d > 128); the paper-size meta-iterations run v2 with and without CUDA graphs and v1 with
+// them (`graphs`). Without a CUDA device (or build) `--backend cuda` prints a message and exits 0.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -75,7 +76,7 @@ std::string use_kernel(bool cuda, int variant) {
 }
 
 struct Stats {
-  int64_t launches = 0, memcpys = 0, peak_bytes = 0;
+  int64_t launches = 0, memcpys = 0, graph_launches = 0, peak_bytes = 0;
   double kernel_ms = 0.0;
   size_t mem_free = 0, mem_total = 0;
 };
@@ -87,6 +88,7 @@ Stats read_stats(bool cuda) {
     const CudaStats c = cuda_stats();
     s.launches = c.launches;
     s.memcpys = c.memcpys;
+    s.graph_launches = c.graph_launches;
     s.peak_bytes = c.peak_device_bytes;
     s.kernel_ms = c.last_kernel_ms;
     s.mem_free = c.mem_free;
@@ -208,67 +210,136 @@ double run_config(const std::string& which, const Config& c, double* est_next) {
   }
 }
 
-// SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10. One
-// meta-iteration of plain L2O training = one 20-step unroll with the meta-gradient on each task
-// (M-L2O runs two per task: the support and the query segment).
-void run_paper_size(const std::string& which, int variant) {
+// What a paper-size meta-iteration runs: the trainer's meta-step (host/meta/trainer.cpp).
+enum class MetaMethod { l2o, ml2o_first_order, ml2o_second_order };
+const char* meta_method_name(MetaMethod m) {
+  return m == MetaMethod::l2o ? "l2o" : m == MetaMethod::ml2o_first_order ? "ml2o_first_order"
+                                                                         : "ml2o_second_order";
+}
+
+// Sets the CUDA graph mode (1 off, 2 on, 0 default) and returns "on" / "off".
+std::string use_graphs(bool cuda, int mode) {
+#ifdef ML2O_HAVE_CUDA
+  if (cuda) {
+    cuda_set_graphs(mode);
+    return cuda_graphs() ? "on" : "off";
+  }
+#else
+  (void)mode;
+#endif
+  (void)cuda;
+  return "";
+}
+
+// SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10, T = 20.
+// One meta-iteration as the trainer runs it, everything on the backend:
+//   l2o:        copy the trajectories, one batched unroll of the 3 tasks, mean, finiteness, Adam;
+//   ml2o_*:     adapted weights = w, support unroll (batched), inner SGD step (axpy) per task,
+//               query unroll (batched) at the adapted weights, [second order: one batched HVP of the
+//               3 tasks + axpy per task], mean, finiteness, Adam.
+// The committed trajectories are not advanced (the trainer swaps them in; the device work per
+// iteration is the same).
+void run_meta_iteration(const std::string& which, int variant, int graphs, MetaMethod method) {
   const bool cuda = which == "cuda";
   const std::string kernel = use_kernel(cuda, variant);
+  const std::string graph_mode = use_graphs(cuda, graphs);
   auto be = make_backend(which);
   OptimizerHyper hyper;
   const std::vector<float> w = init_optimizer(hyper, 1).weights;
-  // The trainer's meta-iteration: one batched unroll of the three tasks, the mean of their
-  // gradients, an Adam step; everything stays on the backend.
+  const bool ml2o = method != MetaMethod::l2o, second = method == MetaMethod::ml2o_second_order;
+  const GradMode mode = second ? GradMode::second_derivatives : GradMode::gradient_constant;
+  const float inner_lr = 1e-3f;
+  const size_t n = 3;
   std::vector<std::unique_ptr<BackendTask>> tasks;
-  std::vector<std::unique_ptr<BackendTrajectory>> trajs;
-  std::vector<std::unique_ptr<BackendVector>> grads;
+  std::vector<std::unique_ptr<BackendTrajectory>> trajs, work, seg;
+  std::vector<std::unique_ptr<BackendVector>> grads, adapted, inner_point, hv;
   std::vector<const BackendVector*> grad_ptrs;
   const auto wv = upload_vector(*be, w);
   const auto step_grad = be->vector(w.size());
   const auto adam = be->adam(w.size());
-  std::vector<UnrollItem> items;
   for (double sigma : {0.1, 0.5, 1.0}) {
     TaskSpec s = spec_of(Family::lasso, 10, 128, 3);
     s.sigma = sigma;
     tasks.push_back(be->upload(make_task(s, cuda)));
     trajs.push_back(be->trajectory(*tasks.back()));
+    work.push_back(be->trajectory(*tasks.back()));
+    seg.push_back(be->trajectory(*tasks.back()));
     grads.push_back(be->vector(w.size()));
+    adapted.push_back(be->vector(w.size()));
+    inner_point.push_back(be->vector(w.size()));
+    hv.push_back(be->vector(w.size()));
     grad_ptrs.push_back(grads.back().get());
-    items.push_back(UnrollItem{tasks.back().get(), trajs.back().get(), wv.get(), grads.back().get()});
   }
-  auto meta_iteration = [&] {
-    (void)be->unroll(hyper, items, 20, GradMode::gradient_constant);
+  const auto items = [&](std::vector<std::unique_ptr<BackendTrajectory>>& t, bool at_adapted) {
+    std::vector<UnrollItem> out;
+    for (size_t i = 0; i < n; ++i)
+      out.push_back(UnrollItem{tasks[i].get(), t[i].get(), at_adapted ? adapted[i].get() : wv.get(), grads[i].get()});
+    return out;
+  };
+  double unroll_kernel_ms = 0.0;  // device time of this iteration's unroll calls
+  const auto unroll = [&](const std::vector<UnrollItem>& it) {
+    (void)be->unroll(hyper, it, 20, mode);
+    unroll_kernel_ms += read_stats(cuda).kernel_ms;
+  };
+  const auto meta_iteration = [&] {
+    unroll_kernel_ms = 0.0;
+    if (!ml2o) {
+      for (size_t i = 0; i < n; ++i) work[i]->assign(*trajs[i]);
+      unroll(items(work, false));
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        adapted[i]->assign(*wv);
+        seg[i]->assign(*trajs[i]);
+      }
+      unroll(items(seg, true));
+      for (size_t i = 0; i < n; ++i) {
+        if (second) inner_point[i]->assign(*adapted[i]);
+        be->axpy(*adapted[i], -inner_lr, *grads[i]);
+        work[i]->assign(*seg[i]);
+      }
+      unroll(items(seg, true));
+      if (second) {
+        std::vector<HvpItem> h;
+        for (size_t i = 0; i < n; ++i) h.push_back(HvpItem{trajs[i].get(), inner_point[i].get(), grads[i].get(), hv[i].get()});
+        be->hvp(hyper, h, 20, mode);
+        for (size_t i = 0; i < n; ++i) be->axpy(*grads[i], -inner_lr, *hv[i]);
+      }
+    }
     be->mean(*step_grad, grad_ptrs);
     if (be->all_finite(*step_grad)) be->adam_step(*wv, *step_grad, *adam, AdamHyper{});
   };
   reset_peak(cuda);
-  meta_iteration();
+  meta_iteration();  // warm-up: allocations, plan tables
+  meta_iteration();  // CUDA graphs are captured on a layout's second run
   std::vector<double> wall, kern;
-  int64_t launches = 0, memcpys = 0;
+  int64_t launches = 0, memcpys = 0, graph_launches = 0;
   const auto t_all = Clock::now();
   while (wall.size() < 5 || (seconds_since(t_all) < 1.0 && wall.size() < 200)) {
     const Stats before = read_stats(cuda);
-    double k_ms = 0.0;
     const auto t0 = Clock::now();
     meta_iteration();
-    k_ms += read_stats(cuda).kernel_ms;
     wall.push_back(seconds_since(t0));
-    kern.push_back(k_ms);
+    kern.push_back(unroll_kernel_ms);
     const Stats after = read_stats(cuda);
     launches = after.launches - before.launches;
     memcpys = after.memcpys - before.memcpys;
+    graph_launches = after.graph_launches - before.graph_launches;
   }
   const double s = median(wall);
   nlohmann::json j;
   j["bench"] = "unroll";
   j["config"] = "paper_size_meta_iteration";
+  j["method"] = meta_method_name(method);
   j["backend"] = be->name();
-  if (cuda) j["kernel"] = kernel;
+  if (cuda) {
+    j["kernel"] = kernel;
+    j["graphs"] = graph_mode;
+  }
   j["device"] = be->device();
   j["arch"] = "rnnprop";
   j["family"] = "lasso";
-  j["mode"] = "gradient_constant";
-  j["tasks"] = 3;
+  j["mode"] = mode_name(mode);
+  j["tasks"] = n;
   j["d"] = 10;
   j["instances"] = 128;
   j["coordinates"] = 3 * 1280;
@@ -277,8 +348,9 @@ void run_paper_size(const std::string& which, int variant) {
   j["ms_per_iter"] = s * 1e3;
   j["coord_steps_per_s"] = 3 * 1280 * 20 / s;
   if (cuda) {
-    j["kernel_ms"] = median(kern);
+    j["unroll_kernel_ms"] = median(kern);  // the unroll calls' device time (not the HVP's)
     j["launches_per_iter"] = launches;
+    j["graph_launches_per_iter"] = graph_launches;
     j["memcpys_per_iter"] = memcpys;
     j["peak_device_mb"] = double(read_stats(cuda).peak_bytes) / 1e6;
   }
@@ -396,9 +468,20 @@ int main(int argc, char** argv) {
         if (left() > 0.1 * budget) run_config(which, c, nullptr);
       }
     }
-    // 4. The paper's size, both kernels.
-    for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) run_paper_size(which, v);
+    // 4. The paper's size: one meta-iteration of L2O and of M-L2O first and second order; on CUDA
+    //    with v2 and graphs (the default), v2 without graphs, and v1 with graphs.
+    struct Variant {
+      int kernel, graphs;
+    };
+    const std::vector<Variant> paper = cuda ? std::vector<Variant>{{2, 2}, {2, 1}, {1, 2}}
+                                            : std::vector<Variant>{{0, 0}};
+    for (const MetaMethod m : {MetaMethod::l2o, MetaMethod::ml2o_first_order, MetaMethod::ml2o_second_order})
+      for (const Variant& v : paper) {
+        if (!cuda && m == MetaMethod::ml2o_second_order) continue;  // the Dual<double> CPU HVP: minutes
+        run_meta_iteration(which, v.kernel, v.graphs, m);
+      }
     use_kernel(cuda, 0);
+    use_graphs(cuda, 0);
   } catch (const std::exception& e) {
     std::cerr << "bench_unroll: error: " << e.what() << "\n";
     return 1;

@@ -4,13 +4,17 @@
 #
 #   bash bench/gpu_check.sh
 #
-# Stages, each under its own timeout (at most 20+20+120+55+55+75 s = 5.75 minutes; typically 2 to 3):
+# Stages, each under its own timeout (at most 20+180+90+90+110+60 s = 9.2 minutes; typically 3 to 5):
 #   1. nvidia-smi -L and the binaries' missing shared libraries, if any
 #   2. build/ml2o_tests --gtest_filter='*Cuda*'                   -> $OUT/cuda_tests.log
+#      (unroll/HVP parity, batches vs items alone, graph replays, launch counts, training runs)
 #   3. compute-sanitizer memcheck on the small GPU tests           -> $OUT/memcheck.log
 #   4. compute-sanitizer racecheck on the small GPU tests          -> $OUT/racecheck.log
-#   5. build/bench_unroll (about a minute)                         -> $OUT/bench.jsonl (+ bench.err)
-#   6. a summary table                                             -> $OUT/summary.txt
+#   5. build/bench_unroll (about 1.5 minutes)                      -> $OUT/bench.jsonl (+ bench.err)
+#   6. configs/lasso-quick.toml on the GPU, its results compared with the committed run of
+#      2026-11-28 (bench/results/2026-11-28-h200-final): "identical" is evidence that the batched
+#      launches reproduce the per-item kernels bit for bit end to end -> $OUT/lasso-quick/, protocol.txt
+#   7. a summary table                                             -> $OUT/summary.txt
 # $OUT defaults to out/gpu_check when the caller does not set it.
 set -u
 cd "$(dirname "$0")/.."
@@ -31,14 +35,14 @@ if [ -n "$SRC" ] && [ "$SRC" != "$PWD" ] && [ ! -e "$SRC/tests/data" ]; then
   mkdir -p "$SRC/tests" && ln -s "$PWD/tests/data" "$SRC/tests/data" &&
     echo "linked $SRC/tests/data -> $PWD/tests/data (the test data path compiled into the binary)"
 fi
-for b in build/ml2o_tests build/bench_unroll; do
+for b in build/ml2o_tests build/bench_unroll build/ml2o; do
   if [ ! -x "$b" ]; then echo "MISSING: $b (carry the prebuilt build/ folder)"; continue; fi
   missing=$(ldd "$b" 2>/dev/null | grep "not found" || true)
   [ -n "$missing" ] && echo "$b: missing shared libraries (put them in build/devlibs):" && echo "$missing"
 done
 
 echo "== 2. GPU tests ($(elapsed) s)"
-timeout 120 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"
+timeout 180 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"
 rc_tests=${PIPESTATUS[0]}
 
 SAN=$(command -v compute-sanitizer || true)
@@ -48,7 +52,7 @@ done
 
 echo "== 3. memcheck on $SMALL_FILTER ($(elapsed) s)"
 if [ -n "$SAN" ]; then
-  timeout 55 "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 \
+  timeout 90 "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 \
     build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/memcheck.log" 2>&1
   rc_mem=$?
   tail -n 4 "$OUT/memcheck.log"
@@ -58,7 +62,7 @@ fi
 
 echo "== 4. racecheck on $SMALL_FILTER ($(elapsed) s)"
 if [ -n "$SAN" ]; then
-  timeout 55 "$SAN" --tool racecheck --error-exitcode 99 --print-limit 20 \
+  timeout 90 "$SAN" --tool racecheck --error-exitcode 99 --print-limit 20 \
     build/ml2o_tests --gtest_filter="$SMALL_FILTER" --gtest_color=no >"$OUT/racecheck.log" 2>&1
   rc_race=$?
   tail -n 4 "$OUT/racecheck.log"
@@ -67,11 +71,42 @@ else
 fi
 
 echo "== 5. bench ($(elapsed) s)"
-timeout 75 build/bench_unroll --budget-s 45 >"$OUT/bench.jsonl" 2>"$OUT/bench.err"
+timeout 110 build/bench_unroll --budget-s 45 >"$OUT/bench.jsonl" 2>"$OUT/bench.err"
 rc_bench=$?
 cat "$OUT/bench.err"
 
-echo "== 6. summary ($(elapsed) s)"
+echo "== 6. lasso-quick protocol vs the committed 2026-11-28 run ($(elapsed) s)"
+REF=bench/results/2026-11-28-h200-final/lasso_quick_cuda_summary.json
+rm -rf "$OUT/lasso-quick"
+timeout 60 build/ml2o run configs/lasso-quick.toml --out "$OUT/lasso-quick" --backend cuda >"$OUT/lasso-quick.log" 2>&1
+rc_proto=$?
+tail -n 3 "$OUT/lasso-quick.log"
+if [ $rc_proto -eq 0 ] && command -v python3 >/dev/null 2>&1; then
+  python3 - "$REF" "$OUT/lasso-quick/summary.json" <<'EOF' | tee "$OUT/protocol.txt"
+import json, sys
+ref, new = (json.load(open(p)) for p in sys.argv[1:3])
+worst, differ, total = 0.0, 0, 0
+def walk(a, b):
+    global worst, differ, total
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if k in b: walk(a[k], b[k])
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for x, y in zip(a, b): walk(x, y)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        total += 1
+        if a != b:
+            differ += 1
+            worst = max(worst, abs(a - b) / max(abs(a), 1e-30))
+for key in ("arms", "training"):
+    walk(ref.get(key), new.get(key))
+print("lasso-quick vs %s: %d numbers, %s" % (sys.argv[1], total,
+      "identical" if differ == 0 else "%d differ (largest relative difference %.3g)" % (differ, worst)))
+print("wall_seconds: committed %s, now %s" % (ref.get("wall_seconds"), new.get("wall_seconds")))
+EOF
+fi
+
+echo "== 7. summary ($(elapsed) s)"
 {
   status() { if [ "$1" -eq 0 ]; then echo "ok"; elif [ "$1" -eq 124 ]; then echo "TIMEOUT"; else echo "FAIL (rc $1)"; fi; }
   passed=$(grep -E '^\[  PASSED  \]' "$OUT/cuda_tests.log" | tail -n 1)
@@ -82,6 +117,7 @@ echo "== 6. summary ($(elapsed) s)"
   echo "memcheck     $(status "$rc_mem")   $(grep -h 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -n 1)"
   echo "racecheck    $(status "$rc_race")   $(grep -h -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -n 1)"
   echo "bench        $(status "$rc_bench")   $(wc -l <"$OUT/bench.jsonl") lines"
+  echo "lasso-quick  $(status "$rc_proto")   $(head -n 1 "$OUT/protocol.txt" 2>/dev/null)"
   grep -E '^\[  FAILED  \] .*\([0-9]+ ms\)$' "$OUT/cuda_tests.log" | head -n 30
   echo
   if command -v python3 >/dev/null 2>&1; then
@@ -93,8 +129,9 @@ for line in open(sys.argv[1]):
         rows.append(json.loads(line))
     except ValueError:
         pass
-cols = ["config", "kernel", "arch", "family", "mode", "d", "coordinates", "T", "ms_per_iter", "kernel_ms",
-        "coord_steps_per_s", "kernel_coord_steps_per_s", "launches_per_iter", "peak_device_mb"]
+cols = ["config", "method", "kernel", "graphs", "arch", "family", "mode", "d", "coordinates", "T", "ms_per_iter",
+        "kernel_ms", "unroll_kernel_ms", "coord_steps_per_s", "kernel_coord_steps_per_s", "launches_per_iter",
+        "graph_launches_per_iter", "memcpys_per_iter", "peak_device_mb"]
 def fmt(v):
     if isinstance(v, float):
         return f"{v:.3g}"

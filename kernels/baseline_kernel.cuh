@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(MAXT) baseline_kernel(const BaselineArgs a) {
   TaskView<float> smooth = task;  // LASSO's smooth part 1/2 ||Ax - b||^2
   smooth.family = Family::quadratic;
   const int d = task.dim;
-  const BlockPlace pl = block_place(task.instances, d, a.ipb);
+  const BlockPlace pl = block_place(task.instances, d, a.ipb, blockIdx.x);
   const int64_t c = pl.n0 * d + pl.tid;
   const int64_t n = pl.n0 + pl.li;
   const bool matrix = has_matrix(task.family);

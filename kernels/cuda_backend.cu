@@ -3,11 +3,15 @@
 // (unroll.cu), the vector kernels (vector_ops.cu) and the baselines (baselines.cu), and reduces
 // per-block partials in a fixed order.
 //
-// One unroll with a meta-gradient = 3 launches: forward (T steps, writes the tape), backward
-// (T steps, per-block weight-gradient partials), one cub::DeviceSegmentedReduce over
-// [P weight rows + T + 1 loss rows][blocks]. Forward-only = 2 launches. The number of blocks
-// depends only on (N, d), so results are bit-identical run to run and across GPUs of the same
-// architecture.
+// One batched unroll (every item of the call) = one launch sequence, laid out by the plan
+// (unroll_plan.hpp): upload of the items' arguments, forward launch(es), backward launch(es) with a
+// meta-gradient, one cub::DeviceSegmentedReduce over every item's [P weight rows + T + 1 loss
+// rows][blocks], one scatter of the gradient rows into the items' vectors, one download of every
+// item's losses, one stream sync. A Hessian-vector product is the same sequence on the Dual<float>
+// kernels, without the download and the sync. A sequence seen twice (same layout and scratch
+// buffers) is captured as a CUDA graph and replayed from then on. The number of blocks of an item
+// depends only on its (N, d), so results are bit-identical run to run, batched or alone, and across
+// GPUs of the same architecture.
 #include <cub/device/device_segmented_reduce.cuh>
 
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,10 +44,12 @@ std::string gib(size_t bytes) {
   return buf;
 }
 
-std::atomic<int64_t> g_launches{0}, g_memcpys{0}, g_bytes{0}, g_peak{0};
+std::atomic<int64_t> g_launches{0}, g_memcpys{0}, g_bytes{0}, g_peak{0}, g_graph_launches{0};
 std::atomic<bool> g_poison{false};
 std::atomic<double> g_last_kernel_ms{0.0};
 std::atomic<int> g_variant_override{0};  // 0: ML2O_CUDA_KERNEL or the default
+std::atomic<int> g_graphs_override{0};   // 0: ML2O_CUDA_GRAPHS or the default, 1: off, 2: on
+constexpr bool kDefaultGraphs = true;
 
 // ML2O_CUDA_KERNEL, read once: unset or empty = kDefaultKernelVariant, "v1" / "v2", else an error.
 int env_kernel_variant() {
@@ -58,6 +65,24 @@ int env_kernel_variant() {
     throw std::runtime_error(std::string("cuda backend: ML2O_CUDA_KERNEL='") +
                              std::getenv("ML2O_CUDA_KERNEL") + "' is not a kernel variant (v1 or v2)");
   return v;
+}
+
+// ML2O_CUDA_GRAPHS, read once: unset or empty = kDefaultGraphs, "on" / "off", else an error.
+bool graphs_enabled() {
+  const int o = g_graphs_override.load();
+  if (o != 0) return o == 2;
+  static const int v = [] {
+    const char* e = std::getenv("ML2O_CUDA_GRAPHS");
+    if (e == nullptr || *e == '\0') return kDefaultGraphs ? 1 : 0;
+    const std::string s(e);
+    if (s == "on") return 1;
+    if (s == "off") return 0;
+    return -1;
+  }();
+  if (v < 0)
+    throw std::runtime_error(std::string("cuda backend: ML2O_CUDA_GRAPHS='") +
+                             std::getenv("ML2O_CUDA_GRAPHS") + "' is not on or off");
+  return v == 1;
 }
 
 void check_task_shape(const Task<float>& t) {
@@ -90,11 +115,35 @@ void copy_on_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   ++g_memcpys;
 }
 
+// Grow-only page-locked host memory: the source / target of copies that a CUDA graph replays.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  void ensure(size_t bytes) {
+    if (bytes <= bytes_) return;
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+    ML2O_CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+    bytes_ = bytes;
+  }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // ---- objects held on the device ------------------------------------------------------------------
 // Every object is used on the backend's one stream, so operations on it are ordered.
 class CudaTask final : public BackendTask {
  public:
-  CudaTask(const Task<float>& t, cudaStream_t s) : BackendTask(t.spec), host(t), geo(make_geometry(t.spec.instances, t.spec.dim)) {
+  CudaTask(const Task<float>& t, cudaStream_t s) : BackendTask(t.spec), geo(make_geometry(t.spec.instances, t.spec.dim)) {
     A.ensure(sizeof(float) * t.A.size());
     b.ensure(sizeof(float) * t.b.size());
     x0.ensure(sizeof(float) * t.x0.size());
@@ -108,7 +157,6 @@ class CudaTask final : public BackendTask {
                            b.bytes() ? b.as<float>() : nullptr, static_cast<float>(sp.lam),
                            static_cast<float>(sp.alpha)};
   }
-  Task<float> host;  // kept for the baselines' Lipschitz constants and host-reference HVPs
   Geometry geo;
   DeviceBuffer A, b, x0;
 };
@@ -248,11 +296,49 @@ void CudaVector::assign(const BackendVector& from) {
   copy_on_device(buf.as<float>(), f.buf.as<float>(), sizeof(float) * size(), stream_);
 }
 
+// One cached batch layout: its device tables, buffers and (once seen twice) its CUDA graph.
+struct PlanEntry {
+  UnrollPlan plan;
+  DeviceBuffer tables;   // int64: first_block[n + 1] | segment begin[rows] | segment end[rows]
+  DeviceBuffer args;     // UnrollArgs[n], uploaded from args_host by every run
+  DeviceBuffer reduced;  // float[total_rows]
+  DeviceBuffer cub_tmp;
+  size_t cub_bytes = 0;
+  PinnedBuffer args_host, losses_host;
+  cudaEvent_t args_free = nullptr;  // recorded after each run: args_host may be rewritten
+  // The graph: valid for the scratch pointers and poison setting in `key`.
+  struct Key {
+    const float* tape;
+    const float* gT;
+    const float* partial;
+    bool poison;
+    bool operator==(const Key&) const = default;
+  };
+  std::optional<Key> seen;  // a plain run with this key happened: the next one captures
+  std::optional<Key> key;   // the key `exec` was captured with
+  cudaGraphExec_t exec = nullptr;
+  int64_t launches = 0, memcpys = 0;  // per run of the sequence
+  uint64_t last_used = 0;
+
+  PlanEntry() { ML2O_CUDA_CHECK(cudaEventCreateWithFlags(&args_free, cudaEventDisableTiming)); }
+  PlanEntry(const PlanEntry&) = delete;
+  PlanEntry& operator=(const PlanEntry&) = delete;
+  ~PlanEntry() {
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaEventDestroy(args_free);
+  }
+  int64_t* first_block() const { return tables.as<int64_t>(); }
+  int64_t* seg_begin() const { return first_block() + plan.items() + 1; }
+  int64_t* seg_end() const { return seg_begin() + plan.total_rows; }
+};
+constexpr size_t kPlanCacheSize = 8;  // layouts kept (a meta-step uses 2-3: support/query, HVP, eval)
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend() {
     if (!cuda_device_present()) throw std::runtime_error("cuda backend: no CUDA device is visible");
-    (void)kernel_variant();  // an invalid ML2O_CUDA_KERNEL fails here, before any work
+    (void)kernel_variant();  // an invalid ML2O_CUDA_KERNEL or ML2O_CUDA_GRAPHS fails here
+    (void)graphs_enabled();
     ML2O_CUDA_CHECK(cudaGetDevice(&dev_));
     cudaDeviceProp prop;
     ML2O_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev_));
@@ -263,6 +349,8 @@ class CudaBackend final : public Backend {
     flag_.ensure(sizeof(int));
   }
   ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cache_.clear();
     cudaEventDestroy(start_);
     cudaEventDestroy(stop_);
     cudaStreamDestroy(stream_);
@@ -271,9 +359,9 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device() const override { return device_; }
   BackendCaps caps() const override {
-    return BackendCaps{HvpSupport::host_reference,
-                       "Hessian-vector products (M-L2O second order) run on the CPU's Dual<double> "
-                       "reference: operands are copied to the host"};
+    return BackendCaps{HvpSupport::device,
+                       "Hessian-vector products by Dual<float> forward-over-reverse on the device "
+                       "(the v1 kernels)"};
   }
 
   std::unique_ptr<BackendTask> upload(const Task<float>& task) override {
@@ -291,20 +379,68 @@ class CudaBackend final : public Backend {
   std::vector<UnrollLoss> unroll(const OptimizerHyper& hyper, std::span<const UnrollItem> items,
                                  int T, GradMode mode) override {
     if (T < 0) throw std::invalid_argument("cuda unroll: T must be >= 0");
-    std::vector<UnrollLoss> out;
-    out.reserve(items.size());
-    ML2O_CUDA_CHECK(cudaEventRecord(start_, stream_));
-    for (const UnrollItem& it : items) out.push_back(unroll_item(hyper, it, T, mode));
-    ML2O_CUDA_CHECK(cudaEventRecord(stop_, stream_));
+    if (items.empty()) return {};
+    const bool backward = mode != GradMode::none;
+    std::vector<PlanShape> shapes;
+    std::vector<PlanInput> in;
+    std::vector<CudaTrajectory*> trajs;
+    std::vector<const void*> written;  // trajectories and gradients: each at most once per call
+    for (const UnrollItem& it : items) {
+      const auto& task = mine<const CudaTask>(*it.task);
+      auto& traj = mine<CudaTrajectory>(*it.traj);
+      const auto& w = mine<const CudaVector>(*it.w);
+      if (&traj.task() != it.task) throw std::logic_error("cuda backend: trajectory of another task");
+      check_weights(hyper, w, "weights");
+      CudaVector* grad = nullptr;
+      if (backward) {
+        if (!it.grad) throw std::logic_error("cuda backend: a meta-gradient unroll needs a grad vector");
+        grad = &mine<CudaVector>(*it.grad);
+        check_weights(hyper, *grad, "gradient vector");
+        written.push_back(grad);
+      }
+      written.push_back(&traj);
+      shapes.push_back(PlanShape{task.spec().instances, task.spec().dim});
+      in.push_back(PlanInput{task.view(), traj.x.as<float>(), traj.coord.as<CoordState<float>>(), traj.k,
+                             w.data(), nullptr, grad ? grad->data() : nullptr});
+      trajs.push_back(&traj);
+    }
+    std::sort(written.begin(), written.end());
+    if (std::adjacent_find(written.begin(), written.end()) != written.end())
+      throw std::logic_error("cuda unroll: two items of one call share a trajectory or a gradient vector");
+    const UnrollPlan plan = plan_unroll(hyper.arch, shapes, T, mode, kernel_variant(), false);
+    PlanEntry& e = run_plan(hyper, plan, in);
     ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));
     record_kernel_time();
-    return out;
+    for (CudaTrajectory* t : trajs) t->k += T;
+    return assemble(plan, std::span<const float>(e.losses_host.as<float>(), plan.loss_rows));
   }
 
-  void hvp(const OptimizerHyper& hyper, const BackendTrajectory& start, const BackendVector& w,
-           const BackendVector& v, int T, GradMode mode, BackendVector& out) override {
-    const auto& task = mine<const CudaTask>(start.task());
-    out.write(hvp_dual(hyper, w.read(), task.host, start.read(), T, v.read(), mode));
+  // Asynchronous: the products land in the `out` vectors on the stream, like the vector operations.
+  void hvp(const OptimizerHyper& hyper, std::span<const HvpItem> items, int T, GradMode mode) override {
+    if (items.empty()) return;
+    std::vector<PlanShape> shapes;
+    std::vector<PlanInput> in;
+    std::vector<const void*> outs;
+    for (const HvpItem& it : items) {
+      const auto& traj = mine<const CudaTrajectory>(*it.start);
+      const auto& task = static_cast<const CudaTask&>(traj.task());
+      const auto& wv = mine<const CudaVector>(*it.w);
+      const auto& vv = mine<const CudaVector>(*it.v);
+      auto& ov = mine<CudaVector>(*it.out);
+      check_weights(hyper, wv, "weights");
+      check_weights(hyper, vv, "direction v");
+      check_weights(hyper, ov, "output vector");
+      shapes.push_back(PlanShape{task.spec().instances, task.spec().dim});
+      // The Dual kernels only read the trajectory: its start stays unchanged.
+      in.push_back(PlanInput{task.view(), traj.x.as<float>(), traj.coord.as<CoordState<float>>(), traj.k,
+                             wv.data(), vv.data(), ov.data()});
+      outs.push_back(&ov);
+    }
+    std::sort(outs.begin(), outs.end());
+    if (std::adjacent_find(outs.begin(), outs.end()) != outs.end())
+      throw std::logic_error("cuda hvp: two items of one call share an output vector");
+    const UnrollPlan plan = plan_unroll(hyper.arch, shapes, T, mode, /*variant=*/1, /*dual=*/true);
+    run_plan(hyper, plan, in);
   }
 
   void axpy(BackendVector& y, float a, const BackendVector& x) override {
@@ -326,22 +462,24 @@ class CudaBackend final : public Backend {
       ML2O_CUDA_CHECK(cudaMemsetAsync(o.data(), 0, sizeof(float) * o.size(), stream_));
       return;
     }
-    ptrs_.ensure(sizeof(const float*) * ptrs.size());
-    to_device(ptrs_.as<void>(), ptrs.data(), sizeof(const float*) * ptrs.size(), stream_);
+    if (ptrs != mean_ptrs_) {  // a meta-step averages the same vectors every time: upload once
+      ptrs_.ensure(sizeof(const float*) * ptrs.size());
+      to_device(ptrs_.as<void>(), ptrs.data(), sizeof(const float*) * ptrs.size(), stream_);
+      ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));  // ptrs lives on this frame
+      mean_ptrs_ = ptrs;
+    }
     launch_mean(o.data(), ptrs_.as<const float*>(), static_cast<int>(ptrs.size()),
                 static_cast<int64_t>(o.size()), stream_);
-    ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));  // ptrs lives on this frame
   }
 
   bool all_finite(const BackendVector& v) override {
     const auto& x = mine<const CudaVector>(v);
-    const int one = 1;
-    to_device(flag_.as<int>(), &one, sizeof(int), stream_);
+    ML2O_CUDA_CHECK(cudaMemsetAsync(flag_.as<int>(), 0, sizeof(int), stream_));
     launch_finite(x.data(), static_cast<int64_t>(x.size()), flag_.as<int>(), stream_);
-    int ok = 0;
-    to_host(&ok, flag_.as<int>(), sizeof(int), stream_);
+    int bad = 0;
+    to_host(&bad, flag_.as<int>(), sizeof(int), stream_);
     ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return ok == 1;
+    return bad == 0;
   }
 
   void adam_step(BackendVector& w, const BackendVector& grad, BackendAdam& st,
@@ -430,94 +568,164 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // One item: forward (and backward) kernels on the trajectory's own device buffers, then the
-  // segmented sum of the per-block partials; the gradient stays on the device.
-  UnrollLoss unroll_item(const OptimizerHyper& hyper, const UnrollItem& it, int T, GradMode mode) {
-    const auto& task = mine<const CudaTask>(*it.task);
-    auto& traj = mine<CudaTrajectory>(*it.traj);
-    const auto& w = mine<const CudaVector>(*it.w);
-    if (&traj.task() != it.task) throw std::logic_error("cuda backend: trajectory of another task");
+  void check_weights(const OptimizerHyper& hyper, const CudaVector& v, const char* what) const {
     const int P = param_count(hyper.arch);
-    if (static_cast<int>(w.size()) != P)
-      throw std::invalid_argument("cuda unroll: " + std::to_string(w.size()) + " weights, but " +
-                                  arch_name(hyper.arch) + " has " + std::to_string(P));
-    const bool backward = mode != GradMode::none;
-    CudaVector* grad = backward ? &mine<CudaVector>(*it.grad) : nullptr;
-    if (backward && static_cast<int>(grad->size()) != P)
-      throw std::invalid_argument("cuda unroll: the gradient vector has the wrong size");
-    const int64_t N = task.spec().instances;
-    const int64_t C = task.coordinates();
-    const Geometry& geo = task.geo;
-    const int64_t loss_row0 = backward ? P : 0;
-    const int64_t rows = loss_row0 + T + 1;
-    const size_t tape_bytes = backward ? sizeof(float) * static_cast<size_t>(T) * kTapeFields * C : 0;
-    reserve_scratch(N, task.spec().dim, T, tape_bytes, rows * geo.blocks, rows, backward ? C : 0);
-    const int64_t* offsets = segment_offsets(rows, geo.blocks);
+    if (static_cast<int>(v.size()) != P)
+      throw std::invalid_argument("cuda backend: the " + std::string(what) + " has " +
+                                  std::to_string(v.size()) + " values, but " + arch_name(hyper.arch) +
+                                  " has " + std::to_string(P) + " weights");
+  }
+
+  // Runs a plan's launch sequence on the stream (no sync): binds the inputs to the shared scratch,
+  // writes the arguments to the layout's pinned buffer, then replays its graph, captures one, or
+  // launches directly. Returns the layout's entry (its losses_host holds the losses after a sync).
+  PlanEntry& run_plan(const OptimizerHyper& hyper, const UnrollPlan& plan, std::span<const PlanInput> in) {
+    reserve_scratch(plan);
+    PlanEntry& e = entry_for(plan);
+    const std::vector<UnrollArgs> args =
+        bind_args(hyper, plan, in, PlanScratch{tape_.as<float>(), gT_.as<float>(), partial_.as<float>()});
+    ML2O_CUDA_CHECK(cudaEventSynchronize(e.args_free));  // the previous run has read args_host
+    std::memcpy(e.args_host.as<void>(), args.data(), sizeof(UnrollArgs) * args.size());
+    const PlanEntry::Key key{tape_.as<float>(), gT_.as<float>(), partial_.as<float>(), g_poison.load()};
+    const bool graphs = graphs_enabled();
+    ML2O_CUDA_CHECK(cudaEventRecord(start_, stream_));
+    if (graphs && e.exec && e.key == key) {
+      ML2O_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
+      ++g_graph_launches;
+      g_launches += e.launches;
+      g_memcpys += e.memcpys;
+    } else if (graphs && e.seen == key) {
+      capture(e, key);
+    } else {
+      const int64_t l0 = g_launches.load(), m0 = g_memcpys.load();
+      record(e);
+      e.launches = g_launches.load() - l0;
+      e.memcpys = g_memcpys.load() - m0;
+      e.seen = key;
+    }
+    ML2O_CUDA_CHECK(cudaEventRecord(stop_, stream_));
+    ML2O_CUDA_CHECK(cudaEventRecord(e.args_free, stream_));
+    return e;
+  }
+
+  // The launch sequence of a layout (also what a capture records).
+  void record(PlanEntry& e) {
+    const UnrollPlan& p = e.plan;
+    const int n = static_cast<int>(p.items());
+    UnrollArgs* args = e.args.as<UnrollArgs>();
+    to_device(args, e.args_host.as<void>(), sizeof(UnrollArgs) * n, stream_);
     if (g_poison.load()) {  // an element the kernels fail to write reads back as NaN
-      poison(partial_, sizeof(float) * rows * geo.blocks);
-      poison(reduced_, sizeof(float) * rows);
-      if (backward) {
-        poison(tape_, tape_bytes);
-        poison(gT_, sizeof(float) * C);
+      poison(partial_, sizeof(float) * p.partial_floats);
+      poison(e.reduced, sizeof(float) * p.total_rows);
+      if (p.backward) {
+        poison(tape_, sizeof(float) * p.tape_floats);
+        poison(gT_, sizeof(float) * p.gT_floats);
       }
     }
-    UnrollArgs a;
-    a.hyper = hyper;
-    a.w = w.data();
-    a.P = P;
-    a.task = task.view();
-    a.x = traj.x.as<float>();
-    a.coord = traj.coord.as<CoordState<float>>();
-    a.k0 = traj.k;
-    a.T = T;
-    a.ipb = geo.ipb;
-    a.blocks = geo.blocks;
-    a.tape = backward && T > 0 ? tape_.as<float>() : nullptr;
-    a.gT = backward ? gT_.as<float>() : nullptr;
-    a.partial = partial_.as<float>();
-    a.loss_row0 = loss_row0;
-    const float inv_n = 1.0f / static_cast<float>(static_cast<double>(N));  // as unroll_cpu
-    a.inv_n = inv_n;
-    a.second = mode == GradMode::second_derivatives;
-    const int variant = kernel_variant();
-    launch_unroll_forward(a, geo, stream_, variant);
-    if (backward) launch_unroll_backward(a, geo, stream_, variant);
-    segmented_sum(partial_.as<float>(), reduced_.as<float>(), rows, offsets);
-    if (backward) copy_on_device(grad->data(), reduced_.as<float>(), sizeof(float) * P, stream_);
-    std::vector<float> losses(T + 1);
-    to_host(losses.data(), reduced_.as<float>() + loss_row0, sizeof(float) * (T + 1), stream_);
-    ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    traj.k += T;
-    // Assemble exactly as unroll_cpu does from its per-chunk sums.
-    UnrollLoss out;
-    out.step_loss.assign(T + 1, 0.0);
-    for (int t = 0; t <= T; ++t) {
-      const float step = losses[t] * inv_n;
-      out.step_loss[t] = static_cast<double>(step);
-      out.meta_loss += step;
+    for (const bool backward : {false, true}) {
+      if (backward && !p.backward) break;
+      for (const LaunchGroup& g : p.groups)
+        launch_unroll_group(g, BatchArgs{args, e.first_block(), n, g.block0}, p.P, p.dual, backward, stream_);
     }
-    return out;
+    segmented_sum(partial_.as<float>(), e.reduced.as<float>(), p.total_rows, e.seg_begin(), e.seg_end(),
+                  e.cub_tmp, e.cub_bytes);
+    if (p.backward) launch_scatter_rows(e.reduced.as<float>(), args, n, p.P, stream_);
+    if (!p.dual) to_host(e.losses_host.as<void>(), e.reduced.as<float>(), sizeof(float) * p.loss_rows, stream_);
   }
 
-  // Grows the scratch buffers, refusing up front (with the estimate) what cannot fit.
-  void reserve_scratch(int64_t N, int d, int T, size_t tape_bytes, int64_t partial_floats,
-                       int64_t rows, int64_t gT_floats) {
-    const size_t need = grow_bytes(partial_, sizeof(float) * partial_floats) +
-                        grow_bytes(tape_, tape_bytes) + grow_bytes(gT_, sizeof(float) * gT_floats);
+  // Captures the sequence as a graph (replacing the layout's previous one) and launches it.
+  void capture(PlanEntry& e, const PlanEntry::Key& key) {
+    if (e.exec) {
+      ML2O_CUDA_CHECK(cudaGraphExecDestroy(e.exec));
+      e.exec = nullptr;
+      e.key.reset();
+    }
+    cudaGraph_t graph = nullptr;
+    const int64_t l0 = g_launches.load(), m0 = g_memcpys.load();
+    ML2O_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      record(e);
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_, &graph);  // leave the stream usable
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    ML2O_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    e.launches = g_launches.load() - l0;  // counted once here: this capture's own launch below
+    e.memcpys = g_memcpys.load() - m0;
+    const cudaError_t err = cudaGraphInstantiate(&e.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    ML2O_CUDA_CHECK(err);
+    e.key = key;
+    ML2O_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
+    ++g_graph_launches;
+  }
+
+  // The cached entry of the plan's layout, building it (tables uploaded once) when new.
+  PlanEntry& entry_for(const UnrollPlan& plan) {
+    for (auto& e : cache_)
+      if (e->plan.same_layout(plan)) {
+        e->last_used = ++tick_;
+        return *e;
+      }
+    if (plan.total_rows > 0x7fffffffLL)
+      throw std::runtime_error("cuda unroll: " + std::to_string(plan.total_rows) +
+                               " reduction rows in one call; split the batch");
+    if (cache_.size() >= kPlanCacheSize) {
+      ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the evicted graph may still run
+      cache_.erase(std::min_element(cache_.begin(), cache_.end(), [](const auto& a, const auto& b) {
+        return a->last_used < b->last_used;
+      }));
+    }
+    auto e = std::make_unique<PlanEntry>();
+    e->plan = plan;
+    std::vector<int64_t> begin, end;
+    cuda::segment_offsets(plan, begin, end);
+    std::vector<int64_t> tables(plan.first_block);
+    tables.insert(tables.end(), begin.begin(), begin.end());
+    tables.insert(tables.end(), end.begin(), end.end());
+    e->tables.ensure(sizeof(int64_t) * tables.size());
+    to_device(e->tables.as<void>(), tables.data(), sizeof(int64_t) * tables.size(), stream_);
+    const size_t n = plan.items();
+    e->args.ensure(sizeof(UnrollArgs) * n);
+    e->args_host.ensure(sizeof(UnrollArgs) * n);
+    e->losses_host.ensure(sizeof(float) * std::max<int64_t>(plan.loss_rows, 1));
+    e->reduced.ensure(sizeof(float) * std::max<int64_t>(plan.total_rows, 1));
+    ML2O_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(nullptr, e->cub_bytes, static_cast<const float*>(nullptr),
+                                                    static_cast<float*>(nullptr), static_cast<int>(plan.total_rows),
+                                                    e->seg_begin(), e->seg_end(), stream_));
+    e->cub_tmp.ensure(std::max<size_t>(e->cub_bytes, 16));
+    ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `tables` lives on this frame
+    e->last_used = ++tick_;
+    cache_.push_back(std::move(e));
+    return *cache_.back();
+  }
+
+  // Grows the shared scratch to the plan's needs, refusing up front (with the estimate) what
+  // cannot fit.
+  void reserve_scratch(const UnrollPlan& p) {
+    const size_t tape_bytes = sizeof(float) * static_cast<size_t>(p.tape_floats);
+    const size_t gT_bytes = sizeof(float) * static_cast<size_t>(p.gT_floats);
+    const size_t partial_bytes = sizeof(float) * static_cast<size_t>(p.partial_floats);
+    const size_t need = grow_bytes(partial_, partial_bytes) + grow_bytes(tape_, tape_bytes) + grow_bytes(gT_, gT_bytes);
     size_t free_b = 0, total_b = 0;
-    if (need > 0 && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && need > free_b)
+    if (need > 0 && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && need > free_b) {
+      int64_t coords = 0;
+      for (const PlanShape& s : p.shapes) coords += s.instances * s.dim;
       throw std::runtime_error(
-          "cuda unroll of " + std::to_string(N) + " instances x d = " + std::to_string(d) + " x T = " +
-          std::to_string(T) + " needs " + gib(need) + " more device memory (BPTT tape " + gib(tape_bytes) +
-          ", 336 B per coordinate-step) but " + gib(free_b) + " of " + gib(total_b) +
+          std::string(p.dual ? "cuda hvp" : "cuda unroll") + " of " + std::to_string(p.items()) +
+          " item(s), " + std::to_string(coords) + " coordinates x T = " + std::to_string(p.T) + " needs " +
+          gib(need) + " more device memory (BPTT tape " + gib(tape_bytes) + ", " +
+          (p.dual ? "672" : "336") + " B per coordinate-step) but " + gib(free_b) + " of " + gib(total_b) +
           " is free; lower the instances or the unroll length");
-    partial_.ensure(sizeof(float) * partial_floats);
-    reduced_.ensure(sizeof(float) * rows);
+    }
+    if (need > 0) ML2O_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a buffer in use may be freed
+    partial_.ensure(std::max<size_t>(partial_bytes, 4));
     if (tape_bytes) tape_.ensure(tape_bytes);
-    if (gT_floats) gT_.ensure(sizeof(float) * gT_floats);
+    if (gT_bytes) gT_.ensure(gT_bytes);
   }
 
-  // offsets[i] = i * blocks, i = 0..rows: segment i of a [rows][blocks] array.
+  // Baselines: offsets[i] = i * blocks, i = 0..rows (segment i of a [rows][blocks] array).
   const int64_t* segment_offsets(int64_t rows, int64_t blocks) {
     if (rows > offsets_rows_ || blocks != offsets_blocks_) {
       std::vector<int64_t> h(rows + 1);
@@ -531,16 +739,21 @@ class CudaBackend final : public Backend {
     return offsets_.as<int64_t>();
   }
 
-  // out[i] = sum of in[offsets[i] .. offsets[i+1]), a fixed-order tree per segment (no atomics).
-  template <class T> void segmented_sum(const T* in, T* out, int64_t rows, const int64_t* offsets) {
-    size_t bytes = 0;
-    ML2O_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(nullptr, bytes, in, out, rows, offsets,
-                                                    offsets + 1, stream_));
-    cub_tmp_.ensure(std::max<size_t>(bytes, 16));
-    ML2O_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(cub_tmp_.as<void>(), bytes, in, out, rows,
-                                                    offsets, offsets + 1, stream_));
+  // out[i] = sum of in[begin[i] .. end[i]), a fixed-order tree per segment (no atomics).
+  template <class T>
+  void segmented_sum(const T* in, T* out, int64_t rows, const int64_t* begin, const int64_t* end,
+                     DeviceBuffer& tmp, size_t bytes) {
+    ML2O_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(tmp.as<void>(), bytes, in, out, static_cast<int>(rows),
+                                                    begin, end, stream_));
     ML2O_CUDA_CHECK_LAUNCH("cub::DeviceSegmentedReduce::Sum");
     count_launch();
+  }
+  template <class T> void segmented_sum(const T* in, T* out, int64_t rows, const int64_t* offsets) {
+    size_t bytes = 0;
+    ML2O_CUDA_CHECK(cub::DeviceSegmentedReduce::Sum(nullptr, bytes, in, out, static_cast<int>(rows), offsets,
+                                                    offsets + 1, stream_));
+    cub_tmp_.ensure(std::max<size_t>(bytes, 16));
+    segmented_sum(in, out, rows, offsets, offsets + 1, cub_tmp_, bytes);
   }
 
   void poison(DeviceBuffer& buf, size_t bytes) {
@@ -557,7 +770,11 @@ class CudaBackend final : public Backend {
   std::string device_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
-  DeviceBuffer tape_, gT_, partial_, reduced_, offsets_, cub_tmp_, ptrs_, flag_;
+  DeviceBuffer tape_, gT_, partial_;  // unroll / HVP scratch shared by every layout
+  std::vector<std::unique_ptr<PlanEntry>> cache_;
+  uint64_t tick_ = 0;
+  DeviceBuffer offsets_, cub_tmp_, ptrs_, flag_;
+  std::vector<const float*> mean_ptrs_;  // what ptrs_ holds
   DeviceBuffer coef_, lip_, bpartial_, breduced_;
   int64_t offsets_rows_ = -1, offsets_blocks_ = -1;
 };
@@ -594,6 +811,7 @@ CudaStats cuda_stats() {
   s.device_bytes = cuda::g_bytes.load();
   s.peak_device_bytes = cuda::g_peak.load();
   s.last_kernel_ms = cuda::g_last_kernel_ms.load();
+  s.graph_launches = cuda::g_graph_launches.load();
   if (cuda_device_present()) {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
@@ -618,6 +836,15 @@ void cuda_set_kernel_variant(int variant) {
 }
 
 int cuda_kernel_variant() { return cuda::kernel_variant(); }
+
+void cuda_set_graphs(int mode) {
+  if (mode < 0 || mode > 2)
+    throw std::invalid_argument("cuda_set_graphs: " + std::to_string(mode) +
+                                " is not 0 (ML2O_CUDA_GRAPHS / default), 1 (off) or 2 (on)");
+  cuda::g_graphs_override.store(mode);
+}
+
+bool cuda_graphs() { return cuda::graphs_enabled(); }
 
 namespace cuda {
 int kernel_variant() {

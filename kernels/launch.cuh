@@ -11,6 +11,7 @@
 #include "ml2o/baselines.hpp"
 #include "ml2o/cell.hpp"
 #include "ml2o/optimizee.hpp"
+#include "unroll_plan.hpp"
 
 namespace ml2o::cuda {
 
@@ -48,67 +49,22 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// ---- block geometry -----------------------------------------------------------------------------
-// One thread per coordinate; a block owns `ipb` whole instances (the optimizee gradient couples an
-// instance's d coordinates and is computed in the block through shared memory). Everything here
-// is a function of (N, d) only, never of the device, so the reduction order, and the result, is
-// the same on any GPU.
-constexpr int kMaxDim = 512;        // largest d: one instance must fit in one block
-constexpr int kSmallThreads = 128;  // target block size for d <= 128
-constexpr int kLargeThreads = 512;  // block size limit for 128 < d <= 512
-
-struct Geometry {
-  int d = 0;
-  int ipb = 0;          // instances per block
-  int threads = 0;      // blockDim.x: ipb * d rounded up to a warp
-  int64_t blocks = 0;   // ceil(N / ipb)
-  bool large = false;   // threads > kSmallThreads: the 512-thread kernel instantiation
-};
-
-Geometry make_geometry(int64_t instances, int dim);  // throws std::runtime_error for d > kMaxDim
-
-// ---- the unroll kernels -------------------------------------------------------------------------
-// BPTT tape, one record per coordinate-step, field-major [T][kTapeFields][C] so that a warp's
-// accesses are coalesced: the gradient input g, the iterate x_t, and the coordinate's recurrent
-// state before the step. The backward kernel recomputes the step's activations from it with
-// optimizer_step_forward (recompute instead of storing StepTape's 387 floats).
-constexpr int kTapeG = 0, kTapeX = 1, kTapeM = 2, kTapeV = 3;
-constexpr int kTapeH1 = 4, kTapeC1 = kTapeH1 + kHidden, kTapeH2 = kTapeC1 + kHidden,
-              kTapeC2 = kTapeH2 + kHidden;
-constexpr int kTapeFields = kTapeC2 + kHidden;  // 84 floats = 336 bytes per coordinate-step
-
-struct UnrollArgs {
-  OptimizerHyper hyper;
-  const float* w = nullptr;      // [P] weights
-  int P = 0;
-  TaskView<float> task{};        // device pointers
-  float* x = nullptr;            // [C] iterate, advanced in place
-  CoordState<float>* coord = nullptr;  // [C] recurrent state, advanced in place
-  int64_t k0 = 1;                // global step of the first update
-  int T = 0;
-  int ipb = 0;
-  int64_t blocks = 0;
-  float* tape = nullptr;         // [T][kTapeFields][C], null for forward-only
-  float* gT = nullptr;           // [C] gradient at x_T (seeds the adjoint), null for forward-only
-  float* partial = nullptr;      // [rows][blocks]: weight-gradient rows 0..P-1, loss rows after
-  int64_t loss_row0 = 0;         // first loss row (P with a backward pass, else 0)
-  float inv_n = 0.0f;            // 1 / N (float, as the CPU reference rounds it)
-  bool second = false;           // GradMode::second_derivatives
-};
-
+// ---- the unroll kernels (geometry, arguments and the batch plan: unroll_plan.hpp) ---------------
 // Kernel variant: 1 = one thread per coordinate (unroll_kernels.cuh), 2 = tiled "fully fused"
 // (unroll_v2_kernels.cuh; geometries with d > 128 fall back to v1). Chosen by the backend
 // (ML2O_CUDA_KERNEL or cuda_set_kernel_variant).
 // v2 by default: on an H200 (2026-11-28) it passed every GPU parity test, memcheck and racecheck,
 // and ran 1.3x faster than v1 (bench/RESULTS.md). v1 stays selectable (ML2O_CUDA_KERNEL=v1).
 constexpr int kDefaultKernelVariant = 2;
-int kernel_variant();                     // the variant in use (defined in cuda_backend.cu)
-bool uses_v2(const Geometry& g, int variant);  // whether this launch runs the v2 kernels
+int kernel_variant();  // the variant in use (defined in cuda_backend.cu)
 
-size_t forward_smem_bytes(const Geometry& g, int P, int variant);
-size_t backward_smem_bytes(const Geometry& g, int P, int variant);
-void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant);
-void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant);
+// One launch of a plan's group: its forward kernel, or with `backward` its backward kernel, over
+// the group's blocks (dual: the Dual<float> HVP instantiation). The first launch of each kernel
+// sets its shared-memory limit, so it must not be the first one inside a graph capture.
+void launch_unroll_group(const LaunchGroup& g, const BatchArgs& b, int P, bool dual, bool backward,
+                         cudaStream_t s);
+// items[k].grad[p] = reduced[items[k].grad_row0 + p] for the count items' P rows.
+void launch_scatter_rows(const float* reduced, const UnrollArgs* items, int count, int P, cudaStream_t s);
 
 // ---- baselines ----------------------------------------------------------------------------------
 struct BaselineArgs {
@@ -139,7 +95,7 @@ struct AdamArgs {
 };
 void launch_axpy(float* y, float a, const float* x, int64_t n, cudaStream_t s);
 void launch_mean(float* out, const float* const* in, int k, int64_t n, cudaStream_t s);
-void launch_finite(const float* v, int64_t n, int* all_ok, cudaStream_t s);
+void launch_finite(const float* v, int64_t n, int* any_bad, cudaStream_t s);  // *any_bad = 1 on NaN/inf
 void launch_adam(const AdamArgs& a, cudaStream_t s);
 
 // ---- sampler ------------------------------------------------------------------------------------

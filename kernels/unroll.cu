@@ -1,5 +1,8 @@
-// Launchers of the unroll kernels (unroll_kernels.cuh) and the block geometry.
+// Launchers of the batched unroll kernels (unroll_kernels.cuh: v1 in float and Dual<float>;
+// unroll_v2_kernels.cuh: v2). What each launch covers is the plan's (unroll_plan.hpp).
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -9,87 +12,78 @@
 
 namespace ml2o::cuda {
 
-Geometry make_geometry(int64_t instances, int dim) {
-  if (dim < 1 || dim > kMaxDim)
-    throw std::runtime_error("cuda backend: dimension d = " + std::to_string(dim) +
-                             " is not supported (1 <= d <= " + std::to_string(kMaxDim) +
-                             ": one instance's coordinates must fit in one thread block)");
-  if (instances < 1)
-    throw std::runtime_error("cuda backend: a task needs at least one instance");
-  Geometry g;
-  g.d = dim;
-  g.ipb = dim <= kSmallThreads ? std::max(1, kSmallThreads / dim) : 1;
-  g.threads = (g.ipb * dim + 31) / 32 * 32;
-  g.blocks = (instances + g.ipb - 1) / g.ipb;
-  g.large = g.threads > kSmallThreads;
-  if (g.blocks > 0x7fffffffLL)
-    throw std::runtime_error("cuda backend: too many instances for one launch");
-  return g;
-}
-
 namespace {
 
+// Raises a kernel's dynamic shared-memory limit to what it can ever need (the largest arch), once
+// per kernel, checking it against the device's opt-in limit. This is not a stream operation, so it
+// happens before any graph capture (a plan's first run is always a plain launch).
 template <class Kernel>
-void prepare(Kernel kernel, size_t smem) {
-  int dev = 0, optin = 0;
-  ML2O_CUDA_CHECK(cudaGetDevice(&dev));
-  ML2O_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (smem > static_cast<size_t>(optin))
+void prepare(Kernel kernel, size_t max_smem, size_t smem) {
+  static std::mutex mu;
+  static std::map<const void*, size_t> limit;  // kernel -> the limit set
+  std::lock_guard<std::mutex> lock(mu);
+  const void* key = reinterpret_cast<const void*>(kernel);
+  auto it = limit.find(key);
+  if (it == limit.end()) {
+    int dev = 0, optin = 0;
+    ML2O_CUDA_CHECK(cudaGetDevice(&dev));
+    ML2O_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    const size_t set = std::min(max_smem, static_cast<size_t>(optin));
+    ML2O_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(set)));
+    it = limit.emplace(key, set).first;
+  }
+  if (smem > it->second)
     throw std::runtime_error("cuda backend: a kernel needs " + std::to_string(smem) +
                              " bytes of shared memory per block, the device allows " +
-                             std::to_string(optin));
-  ML2O_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+                             std::to_string(it->second));
+}
+
+template <class Kernel>
+void launch(Kernel kernel, size_t max_smem, size_t smem, const LaunchGroup& g, const BatchArgs& b,
+            cudaStream_t s) {
+  prepare(kernel, max_smem, smem);
+  kernel<<<dim3(static_cast<unsigned>(g.blocks)), dim3(static_cast<unsigned>(g.threads)), smem, s>>>(b);
+}
+
+template <int MAXT, class S>
+void launch_v1(const LaunchGroup& g, const BatchArgs& b, int P, bool backward, cudaStream_t s) {
+  constexpr bool dual = kIsDual<S>;
+  const KernelClass cls = MAXT == kLargeThreads ? KernelClass::v1_large : KernelClass::v1_small;
+  constexpr int Pmax = RnnpropLayout::size;
+  if (backward)
+    launch(unroll_backward_kernel<MAXT, S>, v1_backward_smem(cls, Pmax, dual),
+           v1_backward_smem(cls, P, dual), g, b, s);
+  else
+    launch(unroll_forward_kernel<MAXT, S>, v1_forward_smem(cls, Pmax, dual),
+           v1_forward_smem(cls, P, dual), g, b, s);
 }
 
 }  // namespace
 
-bool uses_v2(const Geometry& g, int variant) { return variant == 2 && !g.large; }
-
-size_t forward_smem_bytes(const Geometry& g, int P, int variant) {
-  if (uses_v2(g, variant)) return sizeof(float) * kV2ForwardFloats;
-  const int maxt = g.large ? kLargeThreads : kSmallThreads;
-  return sizeof(float) * (static_cast<size_t>(P) + 3 * static_cast<size_t>(maxt));
-}
-
-size_t backward_smem_bytes(const Geometry& g, int P, int variant) {
-  if (uses_v2(g, variant)) return sizeof(float) * kV2BackwardFloats;
-  const int maxt = g.large ? kLargeThreads : kSmallThreads;
-  return sizeof(float) * (2 * static_cast<size_t>(P) + kStageRows * kStageStride +
-                          3 * static_cast<size_t>(maxt));
-}
-
-void launch_unroll_forward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant) {
-  const size_t smem = forward_smem_bytes(g, a.P, variant);
-  const dim3 grid(static_cast<unsigned>(g.blocks)), block(static_cast<unsigned>(g.threads));
-  if (uses_v2(g, variant)) {
-    prepare(unroll_forward_v2_kernel, smem);
-    unroll_forward_v2_kernel<<<grid, dim3(kV2Threads), smem, s>>>(a);
-  } else if (g.large) {
-    prepare(unroll_forward_kernel<kLargeThreads>, smem);
-    unroll_forward_kernel<kLargeThreads><<<grid, block, smem, s>>>(a);
-  } else {
-    prepare(unroll_forward_kernel<kSmallThreads>, smem);
-    unroll_forward_kernel<kSmallThreads><<<grid, block, smem, s>>>(a);
+void launch_unroll_group(const LaunchGroup& g, const BatchArgs& b, int P, bool dual, bool backward,
+                         cudaStream_t s) {
+  if (g.blocks == 0) return;
+  switch (g.cls) {
+    case KernelClass::v2:
+      if (dual) throw std::logic_error("cuda backend: the HVP has no v2 kernel");
+      if (backward)
+        launch(unroll_backward_v2_kernel, sizeof(float) * kV2BackwardFloats,
+               sizeof(float) * kV2BackwardFloats, g, b, s);
+      else
+        launch(unroll_forward_v2_kernel, sizeof(float) * kV2ForwardFloats,
+               sizeof(float) * kV2ForwardFloats, g, b, s);
+      break;
+    case KernelClass::v1_small:
+      if (dual) launch_v1<kSmallThreads, DualF>(g, b, P, backward, s);
+      else launch_v1<kSmallThreads, float>(g, b, P, backward, s);
+      break;
+    case KernelClass::v1_large:
+      if (dual) launch_v1<kLargeThreads, DualF>(g, b, P, backward, s);
+      else launch_v1<kLargeThreads, float>(g, b, P, backward, s);
+      break;
   }
-  ML2O_CUDA_CHECK_LAUNCH("unroll_forward_kernel");
-  count_launch();
-}
-
-void launch_unroll_backward(const UnrollArgs& a, const Geometry& g, cudaStream_t s, int variant) {
-  const size_t smem = backward_smem_bytes(g, a.P, variant);
-  const dim3 grid(static_cast<unsigned>(g.blocks)), block(static_cast<unsigned>(g.threads));
-  if (uses_v2(g, variant)) {
-    prepare(unroll_backward_v2_kernel, smem);
-    unroll_backward_v2_kernel<<<grid, dim3(kV2Threads), smem, s>>>(a);
-  } else if (g.large) {
-    prepare(unroll_backward_kernel<kLargeThreads>, smem);
-    unroll_backward_kernel<kLargeThreads><<<grid, block, smem, s>>>(a);
-  } else {
-    prepare(unroll_backward_kernel<kSmallThreads>, smem);
-    unroll_backward_kernel<kSmallThreads><<<grid, block, smem, s>>>(a);
-  }
-  ML2O_CUDA_CHECK_LAUNCH("unroll_backward_kernel");
+  ML2O_CUDA_CHECK_LAUNCH("unroll kernel");
   count_launch();
 }
 

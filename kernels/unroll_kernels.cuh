@@ -12,7 +12,19 @@
 // order into a shared-memory vector (one owner thread per weight, no atomics), then writes it as
 // one column of partial[P][blocks]; the backend sums each row over blocks with
 // cub::DeviceSegmentedReduce. The loss is reduced the same way (rows after the P weight rows).
+//
+// Batched: a launch covers the blocks of several items (unroll_plan.hpp); each block finds its item
+// and its block within the item in the block table, then runs the item's body exactly as a launch
+// of that item alone would.
+//
+// Templated on the scalar S: float for the unroll, Dual<float> for the exact Hessian-vector product
+// of the meta-loss (forward-over-reverse, as hvp_dual on the CPU): the weights carry the tangent v,
+// everything downstream carries its derivative along v, the starting state has none, and the block
+// writes the tangent of its weight-gradient partial (the HVP's partial). The Dual kernels read the
+// trajectory and never write it back.
 #pragma once
+#include <type_traits>
+
 #include "block_optimizee.cuh"
 #include "launch.cuh"
 
@@ -31,8 +43,8 @@ namespace {
 struct WSeg {
   int off, rows, cols, act, grad;
 };
-constexpr int kStageStride = 287;  // RNNprop needs 106 + 181 = 287 (odd: no bank conflicts)
-constexpr int kStageRows = 32;     // coordinates staged at a time (one warp)
+// kStageStride = 287 (RNNprop needs 106 + 181; odd: no bank conflicts) and kStageRows = 32
+// (coordinates staged at a time, one warp) are in unroll_plan.hpp (shared-memory sizes).
 constexpr int kRowBlock = 8;       // weight rows per work item (register tile)
 
 __constant__ WSeg kSegRnnprop[4] = {
@@ -61,12 +73,13 @@ static_assert(106 + kHidden + 2 * kGates + 1 == kStageStride);
 // written part of a staged row (RNNprop: 0..286, DM-LSTM: 0..245).
 static_assert(85 + 24 <= kStageStride && 64 + 24 <= 246);
 
-__device__ __forceinline__ void stage_coordinate(Arch arch, const StepTape<float>& tp,
-                                                 const StepGrads<float>& sg, float* row) {
+template <class S>
+__device__ __forceinline__ void stage_coordinate(Arch arch, const StepTape<S>& tp,
+                                                 const StepGrads<S>& sg, S* row) {
   if (arch == Arch::rnnprop) {
     row[0] = tp.u[0];
     row[1] = tp.u[1];
-    row[2] = 1.0f;
+    row[2] = S(1.0f);
     for (int h = 0; h < kHidden; ++h) {
       row[3 + h] = tp.z[h];
       row[23 + h] = tp.h1p[h];
@@ -75,9 +88,9 @@ __device__ __forceinline__ void stage_coordinate(Arch arch, const StepTape<float
       row[85 + h] = tp.h2[h];
       row[106 + h] = sg.dzpre[h];
     }
-    row[43] = 1.0f;
-    row[84] = 1.0f;
-    row[105] = 1.0f;
+    row[43] = S(1.0f);
+    row[84] = S(1.0f);
+    row[105] = S(1.0f);
     for (int q = 0; q < kGates; ++q) {
       row[126 + q] = sg.dgates1[q];
       row[206 + q] = sg.dgates2[q];
@@ -92,9 +105,9 @@ __device__ __forceinline__ void stage_coordinate(Arch arch, const StepTape<float
       row[43 + h] = tp.h2p[h];
       row[64 + h] = tp.h2[h];
     }
-    row[22] = 1.0f;
-    row[63] = 1.0f;
-    row[84] = 1.0f;
+    row[22] = S(1.0f);
+    row[63] = S(1.0f);
+    row[84] = S(1.0f);
     for (int q = 0; q < kGates; ++q) {
       row[85 + q] = sg.dgates1[q];
       row[165 + q] = sg.dgates2[q];
@@ -106,8 +119,8 @@ __device__ __forceinline__ void stage_coordinate(Arch arch, const StepTape<float
 // dw += sum over the `count` staged coordinates (in staging order) of their outer products. Work
 // item = (segment, column, block of kRowBlock rows); item i belongs to thread i mod blockDim, so
 // every weight has one owner thread and a fixed summation order.
-__device__ __forceinline__ void accumulate_staged(Arch arch, const float* stage, int count,
-                                                  float* dw) {
+template <class S>
+__device__ __forceinline__ void accumulate_staged(Arch arch, const S* stage, int count, S* dw) {
   const WSeg* segs = arch == Arch::rnnprop ? kSegRnnprop : kSegDmlstm;
   const int nseg = arch == Arch::rnnprop ? 4 : 3;
   int total = 0;
@@ -123,13 +136,13 @@ __device__ __forceinline__ void accumulate_staged(Arch arch, const float* stage,
     const WSeg sg = segs[s];
     const int col = local % sg.cols;
     const int r0 = local / sg.cols * kRowBlock;
-    float acc[kRowBlock];
+    S acc[kRowBlock];
 #pragma unroll
-    for (int rr = 0; rr < kRowBlock; ++rr) acc[rr] = 0.0f;
+    for (int rr = 0; rr < kRowBlock; ++rr) acc[rr] = S(0.0f);
     for (int cc = 0; cc < count; ++cc) {
-      const float* row = stage + cc * kStageStride;
-      const float gv = row[sg.grad + col];
-      const float* act = row + sg.act + r0;
+      const S* row = stage + cc * kStageStride;
+      const S gv = row[sg.grad + col];
+      const S* act = row + sg.act + r0;
 #pragma unroll
       for (int rr = 0; rr < kRowBlock; ++rr) acc[rr] += act[rr] * gv;
     }
@@ -139,53 +152,92 @@ __device__ __forceinline__ void accumulate_staged(Arch arch, const float* stage,
   }
 }
 
+// ---- scalar helpers -----------------------------------------------------------------------------
+template <class S> constexpr bool kIsDual = !std::is_same_v<S, float>;
+
+// Weight i: with its tangent v_i in the HVP kernels.
+template <class S> __device__ __forceinline__ S weight_of(const UnrollArgs& a, int i) {
+  if constexpr (kIsDual<S>) return S(a.w[i], a.wdot[i]);
+  else return a.w[i];
+}
+
+// The starting state (no tangent: it does not depend on the weights).
+template <class S> __device__ __forceinline__ CoordState<S> state_of(const CoordState<float>& f) {
+  if constexpr (kIsDual<S>) {
+    CoordState<S> s;
+    s.m = S(f.m);
+    s.v = S(f.v);
+    for (int h = 0; h < kHidden; ++h) {
+      s.h1[h] = S(f.h1[h]);
+      s.c1[h] = S(f.c1[h]);
+      s.h2[h] = S(f.h2[h]);
+      s.c2[h] = S(f.c2[h]);
+    }
+    return s;
+  } else {
+    return f;
+  }
+}
+
+// The optimizer's gradient input: with the gradient as a constant it carries no derivative (as
+// unroll_cpu's stop_gradient; the identity for float).
+template <class S> __device__ __forceinline__ S gradient_input(S g, bool second) {
+  return second ? g : stop_gradient(g);
+}
+
+// What a block's weight-gradient partial holds: the gradient, or for Dual its tangent (the HVP).
+__device__ __forceinline__ float reduced_part(float x) { return x; }
+__device__ __forceinline__ float reduced_part(const DualF& x) { return x.d; }
+
 // ---- forward ------------------------------------------------------------------------------------
-// Shared memory: w[P] | x[MAXT] | r[MAXT] | obj[MAXT]
-template <int MAXT>
-__global__ void __launch_bounds__(MAXT) unroll_forward_kernel(const UnrollArgs a) {
+// Shared memory (scalars S): w[P] | x[MAXT] | r[MAXT] | obj[MAXT]
+template <int MAXT, class S>
+__device__ __forceinline__ void unroll_forward_block(const UnrollArgs& a, int64_t blk) {
   extern __shared__ float smem[];
-  float* w_sh = smem;
-  float* x_sh = w_sh + a.P;
-  float* r_sh = x_sh + MAXT;
-  float* obj_sh = r_sh + MAXT;
+  S* w_sh = reinterpret_cast<S*>(smem);
+  S* x_sh = w_sh + a.P;
+  S* r_sh = x_sh + MAXT;
+  S* obj_sh = r_sh + MAXT;
+  S* const tape = reinterpret_cast<S*>(a.tape);
+  S* const gT = reinterpret_cast<S*>(a.gT);
   const TaskView<float>& task = a.task;
   const int d = task.dim;
-  const BlockPlace pl = block_place(task.instances, d, a.ipb);
+  const BlockPlace pl = block_place(task.instances, d, a.ipb, blk);
   const int64_t C = task.instances * d;
   const int64_t c = pl.n0 * d + pl.tid;
   const int64_t n = pl.n0 + pl.li;
   const bool matrix = has_matrix(task.family);
 
-  for (int i = threadIdx.x; i < a.P; i += blockDim.x) w_sh[i] = a.w[i];
-  CoordState<float> st{};
+  for (int i = threadIdx.x; i < a.P; i += blockDim.x) w_sh[i] = weight_of<S>(a, i);
+  CoordState<S> st{};
   if (pl.active) {
-    st = a.coord[c];
-    x_sh[pl.tid] = a.x[c];
+    st = state_of<S>(a.coord[c]);
+    x_sh[pl.tid] = S(a.x[c]);
   }
-  StepTape<float> tp;
-  const float* xn = x_sh + pl.li * d;
-  const float* rn = r_sh + pl.li * d;
+  StepTape<S> tp;
+  const S* xn = x_sh + pl.li * d;
+  const S* rn = r_sh + pl.li * d;
   for (int t = 0; t <= a.T; ++t) {
     __syncthreads();  // x of step t (and, at t = 0, the weights) visible
     if (matrix && pl.active) r_sh[pl.tid] = residual_row(task, n, xn, pl.j, true);
     __syncthreads();  // residuals visible
-    float g = 0.0f;
+    S g = S(0.0f);
     if (pl.active) {
       g = coord_gradient(task, n, pl.j, xn, rn, true);
       if (pl.j == 0) obj_sh[pl.li] = block_instance_objective(task, xn, rn);
     }
     __syncthreads();  // objectives visible; every read of x_sh and r_sh for step t is done
     if (pl.tid == 0) {
-      float s = 0.0f;
+      S s = S(0.0f);
       for (int i = 0; i < pl.nin; ++i) s += obj_sh[i];
-      a.partial[(a.loss_row0 + t) * a.blocks + blockIdx.x] = s;
+      a.partial[(a.loss_row0 + t) * a.blocks + blk] = value_of(s);
     }
     if (pl.active) {
       if (t == a.T) {
-        if (a.gT) a.gT[c] = g;
+        if (gT) gT[c] = g;
       } else {
-        if (a.tape) {
-          float* rec = a.tape + static_cast<int64_t>(t) * kTapeFields * C + c;
+        if (tape) {
+          S* rec = tape + static_cast<int64_t>(t) * kTapeFields * C + c;
           rec[kTapeG * C] = g;
           rec[kTapeX * C] = x_sh[pl.tid];
           rec[kTapeM * C] = st.m;
@@ -197,30 +249,34 @@ __global__ void __launch_bounds__(MAXT) unroll_forward_kernel(const UnrollArgs a
             rec[(kTapeC2 + h) * C] = st.c2[h];
           }
         }
-        x_sh[pl.tid] += optimizer_step_forward(a.hyper, w_sh, g, a.k0 + t, st, tp);
+        x_sh[pl.tid] += optimizer_step_forward(a.hyper, w_sh, gradient_input(g, a.second), a.k0 + t, st, tp);
       }
     }
   }
-  if (pl.active) {
-    a.x[c] = x_sh[pl.tid];
-    a.coord[c] = st;
+  if constexpr (!kIsDual<S>) {
+    if (pl.active) {
+      a.x[c] = x_sh[pl.tid];
+      a.coord[c] = st;
+    }
   }
 }
 
 // ---- backward -----------------------------------------------------------------------------------
-// Shared memory: w[P] | dw[P] | stage[kStageRows * kStageStride] | x[MAXT] | v[MAXT] | s[MAXT]
-template <int MAXT>
-__global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const UnrollArgs a) {
+// Shared memory (scalars S): w[P] | dw[P] | stage[kStageRows * kStageStride] | x[MAXT] | v[MAXT] | s[MAXT]
+template <int MAXT, class S>
+__device__ __forceinline__ void unroll_backward_block(const UnrollArgs& a, int64_t blk) {
   extern __shared__ float smem[];
-  float* w_sh = smem;
-  float* dw_sh = w_sh + a.P;
-  float* stage = dw_sh + a.P;
-  float* x_sh = stage + kStageRows * kStageStride;
-  float* v_sh = x_sh + MAXT;
-  float* s_sh = v_sh + MAXT;
+  S* w_sh = reinterpret_cast<S*>(smem);
+  S* dw_sh = w_sh + a.P;
+  S* stage = dw_sh + a.P;
+  S* x_sh = stage + kStageRows * kStageStride;
+  S* v_sh = x_sh + MAXT;
+  S* s_sh = v_sh + MAXT;
+  const S* const tape = reinterpret_cast<const S*>(a.tape);
+  const S* const gT = reinterpret_cast<const S*>(a.gT);
   const TaskView<float>& task = a.task;
   const int d = task.dim;
-  const BlockPlace pl = block_place(task.instances, d, a.ipb);
+  const BlockPlace pl = block_place(task.instances, d, a.ipb, blk);
   const int64_t C = task.instances * d;
   const int64_t c = pl.n0 * d + pl.tid;
   const int64_t n = pl.n0 + pl.li;
@@ -228,25 +284,25 @@ __global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const UnrollArgs 
   const Arch arch = a.hyper.arch;
 
   for (int i = threadIdx.x; i < a.P; i += blockDim.x) {
-    w_sh[i] = a.w[i];
-    dw_sh[i] = 0.0f;
+    w_sh[i] = weight_of<S>(a, i);
+    dw_sh[i] = S(0.0f);
   }
   __syncthreads();  // weights and the zeroed gradient visible (dw's owners differ from this loop's)
 
-  CoordAdjoint<float> adj{};
-  CoordState<float> st{};
-  StepTape<float> tp{};
-  StepGrads<float> sg{};
-  float ax = pl.active ? a.gT[c] * a.inv_n : 0.0f;  // adjoint of x_T: d(f(x_T)/N)/dx
+  CoordAdjoint<S> adj{};
+  CoordState<S> st{};
+  StepTape<S> tp{};
+  StepGrads<S> sg{};
+  S ax = pl.active ? gT[c] * a.inv_n : S(0.0f);  // adjoint of x_T: d(f(x_T)/N)/dx
   const int nchunks = (pl.nact + kStageRows - 1) / kStageRows;
-  const float* xn = x_sh + pl.li * d;
-  const float* vn = v_sh + pl.li * d;
-  const float* sn = s_sh + pl.li * d;
+  const S* xn = x_sh + pl.li * d;
+  const S* vn = v_sh + pl.li * d;
+  const S* sn = s_sh + pl.li * d;
 
   for (int t = a.T - 1; t >= 0; --t) {
-    float g = 0.0f, xt = 0.0f, dg = 0.0f;
+    S g = S(0.0f), xt = S(0.0f), dg = S(0.0f);
     if (pl.active) {
-      const float* rec = a.tape + static_cast<int64_t>(t) * kTapeFields * C + c;
+      const S* rec = tape + static_cast<int64_t>(t) * kTapeFields * C + c;
       g = rec[kTapeG * C];
       xt = rec[kTapeX * C];
       st.m = rec[kTapeM * C];
@@ -258,7 +314,7 @@ __global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const UnrollArgs 
         st.c2[h] = rec[(kTapeC2 + h) * C];
       }
       // Recompute the step's activations from the state before it, then its backward.
-      (void)optimizer_step_forward(a.hyper, w_sh, g, a.k0 + t, st, tp);
+      (void)optimizer_step_forward(a.hyper, w_sh, gradient_input(g, a.second), a.k0 + t, st, tp);
       dg = optimizer_step_backward(a.hyper, w_sh, tp, ax, a.second, adj, sg);
     }
     // Weight gradient: stage one warp's coordinates at a time, every thread accumulates.
@@ -280,7 +336,7 @@ __global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const UnrollArgs 
       if (matrix && pl.active) s_sh[pl.tid] = residual_row(task, n, vn, pl.j, false);
       __syncthreads();  // A dg visible
       if (pl.active) {
-        const float hv = coord_hvp(task, n, pl.j, xn, vn, sn);
+        const S hv = coord_hvp(task, n, pl.j, xn, vn, sn);
         ax += g * a.inv_n + hv;
       }
     } else if (pl.active) {
@@ -289,7 +345,22 @@ __global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const UnrollArgs 
   }
   __syncthreads();  // every owner's last accumulation done
   for (int i = threadIdx.x; i < a.P; i += blockDim.x)
-    a.partial[static_cast<int64_t>(i) * a.blocks + blockIdx.x] = dw_sh[i];
+    a.partial[static_cast<int64_t>(i) * a.blocks + blk] = reduced_part(dw_sh[i]);
+}
+
+// ---- the batched kernels ------------------------------------------------------------------------
+template <int MAXT, class S>
+__global__ void __launch_bounds__(MAXT) unroll_forward_kernel(const BatchArgs b) {
+  const ItemBlock ib = locate_block(b, blockIdx.x);
+  const UnrollArgs& a = b.items[ib.slot];  // read in place (L1): fewer registers than a copy
+  unroll_forward_block<MAXT, S>(a, ib.block);
+}
+
+template <int MAXT, class S>
+__global__ void __launch_bounds__(MAXT) unroll_backward_kernel(const BatchArgs b) {
+  const ItemBlock ib = locate_block(b, blockIdx.x);
+  const UnrollArgs& a = b.items[ib.slot];  // read in place (L1): fewer registers than a copy
+  unroll_backward_block<MAXT, S>(a, ib.block);
 }
 
 }  // namespace

@@ -17,8 +17,8 @@
 // layer's weight block, sums the coordinates in coordinate order and adds once into dw in shared
 // memory: one owner per weight, fixed order, no atomics), then per-block partials as v1.
 //
-// Only geometries with blockDim <= 128 (d <= 128) have a v2 kernel; the launcher uses v1 for the
-// others.
+// Only geometries with blockDim <= 128 (d <= 128) have a v2 kernel; the batch plan runs v1 for the
+// others. Batched like v1: a block finds its item in the block table (unroll_plan.hpp).
 #pragma once
 #include "block_optimizee.cuh"
 #include "launch.cuh"
@@ -27,6 +27,7 @@ namespace ml2o::cuda {
 namespace {
 
 constexpr int kV2Threads = 128;        // threads per block, and the largest tile
+static_assert(kV2Threads == kSmallThreads, "the batch plan launches v2 groups with kSmallThreads");
 constexpr int kV2Units = 5;            // hidden units per warp (4 warps x 5 = kHidden)
 constexpr int kV2Coords = 4;           // coordinates per thread (lane + 32 i)
 constexpr int kV2RowStride = 101;      // odd: the lanes' coordinate rows fall in distinct banks
@@ -206,7 +207,7 @@ __device__ __forceinline__ void v2_layer_backward(const float* W, int r0, int r1
 
 // ---- forward ------------------------------------------------------------------------------------
 // Shared memory: wsm[kV2WFloats] | rows[128 * kV2RowStride] | x[128] | r[128] | obj[128]
-__global__ void __launch_bounds__(kV2Threads) unroll_forward_v2_kernel(const UnrollArgs a) {
+__device__ __forceinline__ void unroll_forward_v2_block(const UnrollArgs& a, int64_t blk) {
   extern __shared__ float smem[];
   float* wsm = smem;
   float* rows = wsm + kV2WFloats;
@@ -215,7 +216,7 @@ __global__ void __launch_bounds__(kV2Threads) unroll_forward_v2_kernel(const Unr
   float* obj_sh = r_sh + kV2Threads;
   const TaskView<float>& task = a.task;
   const int d = task.dim;
-  const BlockPlace pl = block_place(task.instances, d, a.ipb);
+  const BlockPlace pl = block_place(task.instances, d, a.ipb, blk);
   const int64_t C = task.instances * d;
   const int64_t cbase = pl.n0 * d;
   const int64_t c = cbase + pl.tid;
@@ -266,7 +267,7 @@ __global__ void __launch_bounds__(kV2Threads) unroll_forward_v2_kernel(const Unr
     if (pl.tid == 0) {
       float s = 0.0f;
       for (int i = 0; i < pl.nin; ++i) s += obj_sh[i];
-      a.partial[(a.loss_row0 + t) * a.blocks + blockIdx.x] = s;
+      a.partial[(a.loss_row0 + t) * a.blocks + blk] = s;
     }
     if (t == a.T) {
       if (pl.active && a.gT) a.gT[c] = g;
@@ -377,7 +378,7 @@ constexpr int kV2BackwardFloats = 2 * kV2WFloats + kV2Threads * kV2RowStride +
 constexpr int kV2ForwardFloats = kV2WFloats + kV2Threads * kV2RowStride + 3 * kV2Threads;
 static_assert((2 * kV2WFloats + kV2Threads * kV2RowStride) % 4 == 0, "dg must be 16-byte aligned");
 
-__global__ void __launch_bounds__(kV2Threads) unroll_backward_v2_kernel(const UnrollArgs a) {
+__device__ __forceinline__ void unroll_backward_v2_block(const UnrollArgs& a, int64_t blk) {
   extern __shared__ float smem[];
   float* wsm = smem;
   float* dw = wsm + kV2WFloats;
@@ -393,7 +394,7 @@ __global__ void __launch_bounds__(kV2Threads) unroll_backward_v2_kernel(const Un
   float* u_sh = dout_sh + kV2Threads;
   const TaskView<float>& task = a.task;
   const int d = task.dim;
-  const BlockPlace pl = block_place(task.instances, d, a.ipb);
+  const BlockPlace pl = block_place(task.instances, d, a.ipb, blk);
   const int64_t C = task.instances * d;
   const int64_t cbase = pl.n0 * d;
   const int64_t c = cbase + pl.tid;
@@ -640,7 +641,20 @@ __global__ void __launch_bounds__(kV2Threads) unroll_backward_v2_kernel(const Un
   }
   __syncthreads();  // every owner's last accumulation done
   for (int i = tid; i < P; i += blockDim.x)
-    a.partial[static_cast<int64_t>(i) * a.blocks + blockIdx.x] = dw[i];
+    a.partial[static_cast<int64_t>(i) * a.blocks + blk] = dw[i];
+}
+
+// ---- the batched kernels (block table: unroll_plan.hpp) ------------------------------------------
+__global__ void __launch_bounds__(kV2Threads) unroll_forward_v2_kernel(const BatchArgs b) {
+  const ItemBlock ib = locate_block(b, blockIdx.x);
+  const UnrollArgs& a = b.items[ib.slot];  // read in place (L1): fewer registers than a copy
+  unroll_forward_v2_block(a, ib.block);
+}
+
+__global__ void __launch_bounds__(kV2Threads) unroll_backward_v2_kernel(const BatchArgs b) {
+  const ItemBlock ib = locate_block(b, blockIdx.x);
+  const UnrollArgs& a = b.items[ib.slot];  // read in place (L1): fewer registers than a copy
+  unroll_backward_v2_block(a, ib.block);
 }
 
 }  // namespace

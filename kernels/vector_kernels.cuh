@@ -27,10 +27,19 @@ __global__ void mean_kernel(float* out, const float* const* in, int k, int64_t n
   out[p] = acc;
 }
 
-// *all_ok stays 1 unless some element is NaN or infinite (every writer stores the same 0).
-__global__ void finite_kernel(const float* v, int64_t n, int* all_ok) {
+// *any_bad stays 0 unless some element is NaN or infinite (every writer stores the same 1).
+__global__ void finite_kernel(const float* v, int64_t n, int* any_bad) {
   const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (p < n && !isfinite(v[p])) *all_ok = 0;
+  if (p < n && !isfinite(v[p])) *any_bad = 1;
+}
+
+// items[k].grad[p] = reduced[items[k].grad_row0 + p]: a batched unroll's reduced gradient rows
+// into the items' gradient vectors (unroll_plan.hpp), one thread per element.
+__global__ void scatter_rows_kernel(const float* reduced, const UnrollArgs* items, int count, int P) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(count) * P) return;
+  const int k = static_cast<int>(i / P), p = static_cast<int>(i % P);
+  items[k].grad[p] = reduced[items[k].grad_row0 + p];
 }
 
 __global__ void adam_kernel(AdamArgs a) {

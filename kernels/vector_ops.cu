@@ -23,9 +23,9 @@ void launch_mean(float* out, const float* const* in, int k, int64_t n, cudaStrea
   count_launch();
 }
 
-void launch_finite(const float* v, int64_t n, int* all_ok, cudaStream_t s) {
+void launch_finite(const float* v, int64_t n, int* any_bad, cudaStream_t s) {
   if (n == 0) return;
-  finite_kernel<<<blocks_for(n), kVectorThreads, 0, s>>>(v, n, all_ok);
+  finite_kernel<<<blocks_for(n), kVectorThreads, 0, s>>>(v, n, any_bad);
   ML2O_CUDA_CHECK_LAUNCH("finite_kernel");
   count_launch();
 }
@@ -34,6 +34,14 @@ void launch_adam(const AdamArgs& a, cudaStream_t s) {
   if (a.n == 0) return;
   adam_kernel<<<blocks_for(a.n), kVectorThreads, 0, s>>>(a);
   ML2O_CUDA_CHECK_LAUNCH("adam_kernel");
+  count_launch();
+}
+
+void launch_scatter_rows(const float* reduced, const UnrollArgs* items, int count, int P, cudaStream_t s) {
+  const int64_t n = int64_t(count) * P;
+  if (n == 0) return;
+  scatter_rows_kernel<<<blocks_for(n), kVectorThreads, 0, s>>>(reduced, items, count, P);
+  ML2O_CUDA_CHECK_LAUNCH("scatter_rows_kernel");
   count_launch();
 }
 

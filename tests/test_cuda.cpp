@@ -33,7 +33,9 @@
 
 #include "ml2o/backend.hpp"
 #include "ml2o/lopt.hpp"
+#include "ml2o/meta.hpp"
 #include "ml2o/rng.hpp"
+#include "../kernels/unroll_plan.hpp"  // host code only: built without CUDA too
 #include "vectors.hpp"
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/cuda_backend.hpp"
@@ -405,6 +407,410 @@ INSTANTIATE_TEST_SUITE_P(
                       "rnnprop_rosenbrock_N4_T10", "dmlstm_lasso_N3_d4_T6"),
     [](const auto& info) { return info.param; });
 
+// ---- Hessian-vector products ----------------------------------------------------------------------
+// The device HVP (Dual<float> forward-over-reverse through the v1 kernels) against hvp_dual's
+// Dual<double> oracle, with the same rule as the unroll: its error must be of the size of the float
+// CPU reference's own (unroll_cpu on Dual<float>), at most kRatio times it, floor kFloorGrad.
+struct HvpCase {
+  Arch arch;
+  Family family;
+  int d;
+  int64_t N;
+  int T;
+  GradMode mode;
+  uint64_t seed;
+  int warm;
+};
+
+std::string hvp_name(const HvpCase& c) {
+  return case_name(UnrollCase{c.arch, c.family, c.d, c.N, c.T, c.mode, c.seed, c.warm});
+}
+
+using HvpRunner = std::function<std::vector<float>(
+    const OptimizerHyper&, const std::vector<float>& w, const Task<float>&,
+    const Trajectory<float>& start, int T, const std::vector<float>& v, GradMode)>;
+
+// The float CPU reference: the BPTT pass on Dual<float>.
+std::vector<float> hvp_float_cpu(const OptimizerHyper& hyper, const std::vector<float>& w,
+                                 const Task<float>& task, const Trajectory<float>& start, int T,
+                                 const std::vector<float>& v, GradMode mode) {
+  using D = Dual<float>;
+  std::vector<D> wd(w.size());
+  for (size_t p = 0; p < w.size(); ++p) wd[p] = D(w[p], v[p]);
+  const Task<D> td = cast_task<D>(task);
+  Trajectory<D> traj = cast_trajectory<D>(start);
+  const auto r = unroll_cpu(hyper, wd, view_of(td), traj, T, mode);
+  std::vector<float> out(w.size());
+  for (size_t p = 0; p < w.size(); ++p) out[p] = r.grad[p].d;
+  return out;
+}
+
+void run_hvp_case(const HvpCase& c, const HvpRunner& run) {
+  SCOPED_TRACE(hvp_name(c));
+  OptimizerHyper hyper;
+  hyper.arch = c.arch;
+  const std::vector<float> w = init_optimizer(hyper, 2000 + c.seed).weights;
+  std::vector<float> v(w.size());
+  for (size_t p = 0; p < v.size(); ++p) v[p] = float(normal01(3000 + c.seed, Stream::minibatch, 0, p));
+  const Task<float> task = sample_task<float>(spec_for(c.family, c.d, c.N, c.seed));
+  Trajectory<float> start = start_trajectory(task.x0);
+  if (c.warm > 0) unroll_cpu(hyper, w, view_of(task), start, c.warm, GradMode::none);
+
+  const std::vector<double> w_d(w.begin(), w.end()), v_d(v.begin(), v.end());
+  const std::vector<double> want =
+      hvp_dual(hyper, w_d, task, cast_trajectory<double>(start), c.T, v_d, c.mode);
+  const std::vector<float> cpu = hvp_float_cpu(hyper, w, task, start, c.T, v, c.mode);
+  const std::vector<float> got = run(hyper, w, task, start, c.T, v, c.mode);
+  ASSERT_EQ(got.size(), w.size());
+  EXPECT_TRUE(all_finite(got));
+  const double eg = nerr(got, want), ef = nerr(cpu, want);
+  expect_close("hvp", eg, ef, kFloorGrad);
+  for (const TensorInfo& t : tensor_table(c.arch)) {
+    const auto slice = [&](const auto& x) {
+      return std::vector<double>(x.begin() + t.offset, x.begin() + t.offset + t.size());
+    };
+    expect_close(t.name.c_str(), nerr(slice(got), slice(want)), nerr(slice(cpu), slice(want)), kFloorGrad);
+  }
+  std::cout << "  [" << hvp_name(c) << "] hvp err run " << eg << " cpu float " << ef << "\n";
+}
+
+// Small shapes (also the compute-sanitizer subset), then the rest: both archs, every family, both
+// modes, d = 1 .. 130 (the 512-thread kernels), partial last blocks, warm starts (k > 1).
+const HvpCase kSmallHvpCases[] = {HvpCase{R, LA, 7, 3, 2, GC, 1, 2}, HvpCase{D, LA, 10, 13, 2, SD, 2, 1},
+                                  HvpCase{R, RO, 2, 4, 2, SD, 3, 1}};
+const HvpCase kHvpCases[] = {
+    HvpCase{R, LA, 10, 13, 5, GC, 11, 3},  HvpCase{R, LA, 10, 13, 5, SD, 12, 3},
+    HvpCase{D, LA, 10, 13, 5, GC, 13, 3},  HvpCase{D, QU, 1, 5, 3, SD, 14, 2},
+    HvpCase{R, QU, 33, 4, 3, SD, 15, 1},   HvpCase{R, RA, 10, 3, 3, SD, 16, 1},
+    HvpCase{D, RO, 2, 70, 4, GC, 17, 2},   HvpCase{R, LA, 10, 129, 20, GC, 18, 0},
+    HvpCase{R, QU, 130, 2, 2, SD, 19, 1},  HvpCase{R, LA, 7, 3, 0, GC, 20, 1}};
+
+std::vector<float> gpu_hvp(const OptimizerHyper& hyper, const std::vector<float>& w,
+                           const Task<float>& task, const Trajectory<float>& start, int T,
+                           const std::vector<float>& v, GradMode mode) {
+  auto be = gpu();
+  const auto t = be->upload(task);
+  const auto traj = be->trajectory(*t);
+  traj->write(start);
+  const auto wv = upload_vector(*be, w), vv = upload_vector(*be, v);
+  const auto out = be->vector(w.size());
+  const HvpItem item{traj.get(), wv.get(), vv.get(), out.get()};
+  be->hvp(hyper, std::span<const HvpItem>(&item, 1), T, mode);
+  const Trajectory<float> after = traj->read();  // the start is left unchanged
+  EXPECT_EQ(after.k, start.k);
+  EXPECT_EQ(0, std::memcmp(after.x.data(), start.x.data(), start.x.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(after.coord.data(), start.coord.data(), start.coord.size() * sizeof(CoordState<float>)));
+  return out->read();
+}
+
+TEST(CudaSmallHvp, MatchesTheDualReference) {
+  ML2O_REQUIRE_CUDA();
+  for (const HvpCase& c : kSmallHvpCases) run_hvp_case(c, gpu_hvp);
+}
+
+TEST(CudaHvp, MatchesTheDualReference) {
+  ML2O_REQUIRE_CUDA();
+  for (const HvpCase& c : kHvpCases) run_hvp_case(c, gpu_hvp);
+}
+
+TEST(CudaHvp, IsOnTheDeviceAndRepeatsBitIdentically) {
+  ML2O_REQUIRE_CUDA();
+  EXPECT_EQ(gpu()->caps().hvp, HvpSupport::device);
+  OptimizerHyper hyper;
+  const std::vector<float> w = init_optimizer(hyper, 9).weights;
+  std::vector<float> v(w.size());
+  for (size_t p = 0; p < v.size(); ++p) v[p] = float(normal01(10, Stream::minibatch, 0, p));
+  const Task<float> task = sample_task<float>(spec_for(LA, 10, 300, 11));
+  const Trajectory<float> start = start_trajectory(task.x0);
+  for (const GradMode mode : {GC, SD}) {
+    const auto a = gpu_hvp(hyper, w, task, start, 20, v, mode);
+    const auto b = gpu_hvp(hyper, w, task, start, 20, v, mode);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  }
+  auto be = gpu();
+  const auto t = be->upload(task);
+  const auto traj = be->trajectory(*t);
+  const auto wv = upload_vector(*be, w);
+  const auto out = be->vector(w.size());
+  const HvpItem item{traj.get(), wv.get(), wv.get(), out.get()};
+  EXPECT_THROW(be->hvp(hyper, std::span<const HvpItem>(&item, 1), 5, NO), std::invalid_argument);
+}
+
+// ---- batches, launch sequences and graphs ---------------------------------------------------------
+// Items of one batched call: different tasks (d up to 130: both v1 geometries and v2 in one call),
+// two items sharing a task, different weights.
+struct BatchFixture {
+  OptimizerHyper hyper;
+  std::vector<Task<float>> tasks;
+  std::vector<int> task_of;  // item -> task
+  std::vector<std::vector<float>> w;
+  std::vector<Trajectory<float>> start;
+  BatchFixture() {
+    tasks = {sample_task<float>(spec_for(LA, 10, 13, 71)), sample_task<float>(spec_for(QU, 33, 4, 72)),
+             sample_task<float>(spec_for(RA, 130, 2, 73))};
+    task_of = {0, 1, 2, 0};
+    for (size_t i = 0; i < task_of.size(); ++i) {
+      w.push_back(init_optimizer(hyper, 80 + i).weights);
+      Trajectory<float> t = start_trajectory(tasks[task_of[i]].x0);
+      unroll_cpu(hyper, w.back(), view_of(tasks[task_of[i]]), t, int(i), GradMode::none);  // k differs
+      start.push_back(t);
+    }
+  }
+  size_t items() const { return task_of.size(); }
+};
+
+struct BatchOut {
+  std::vector<UnrollLoss> loss;
+  std::vector<std::vector<float>> grad;
+  std::vector<Trajectory<float>> traj;
+};
+
+void expect_bit_identical(const BatchOut& a, size_t i, const BatchOut& b, size_t j, GradMode mode) {
+  SCOPED_TRACE("item " + std::to_string(i));
+  EXPECT_EQ(a.loss[i].step_loss, b.loss[j].step_loss);
+  EXPECT_EQ(0, std::memcmp(&a.loss[i].meta_loss, &b.loss[j].meta_loss, sizeof(float)));
+  if (mode != GradMode::none) {
+    ASSERT_EQ(a.grad[i].size(), b.grad[j].size());
+    EXPECT_EQ(0, std::memcmp(a.grad[i].data(), b.grad[j].data(), a.grad[i].size() * sizeof(float)));
+  }
+  EXPECT_EQ(a.traj[i].k, b.traj[j].k);
+  EXPECT_EQ(0, std::memcmp(a.traj[i].x.data(), b.traj[j].x.data(), a.traj[i].x.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(a.traj[i].coord.data(), b.traj[j].coord.data(),
+                           a.traj[i].coord.size() * sizeof(CoordState<float>)));
+}
+
+// Runs the fixture's items `which` as one call on a backend.
+BatchOut backend_batch(Backend& be, const BatchFixture& f, const std::vector<size_t>& which, int T,
+                       GradMode mode) {
+  std::vector<std::unique_ptr<BackendTask>> tasks;
+  for (const auto& t : f.tasks) tasks.push_back(be.upload(t));
+  std::vector<std::unique_ptr<BackendTrajectory>> trajs;
+  std::vector<std::unique_ptr<BackendVector>> ws, grads;
+  std::vector<UnrollItem> items;
+  for (const size_t i : which) {
+    const BackendTask* t = tasks[f.task_of[i]].get();
+    trajs.push_back(be.trajectory(*t));
+    trajs.back()->write(f.start[i]);
+    ws.push_back(upload_vector(be, f.w[i]));
+    grads.push_back(be.vector(f.w[i].size()));
+    items.push_back(UnrollItem{t, trajs.back().get(), ws.back().get(),
+                               mode == GradMode::none ? nullptr : grads.back().get()});
+  }
+  BatchOut out;
+  out.loss = be.unroll(f.hyper, items, T, mode);
+  for (size_t k = 0; k < which.size(); ++k) {
+    out.grad.push_back(grads[k]->read());
+    out.traj.push_back(trajs[k]->read());
+  }
+  return out;
+}
+
+TEST(CudaBatch, EachItemIsBitIdenticalToRunningItAlone) {
+  ML2O_REQUIRE_CUDA();
+  const BatchFixture f;
+  for (const int v : kVariants) {
+    SCOPED_TRACE("kernel v" + std::to_string(v));
+    VariantScope scope(v);
+    for (const GradMode mode : {GC, SD, NO}) {
+      SCOPED_TRACE(mode_name(mode));
+      auto be = gpu();
+      const BatchOut all = backend_batch(*be, f, {0, 1, 2, 3}, 4, mode);
+      for (size_t i = 0; i < f.items(); ++i) {
+        auto alone_be = gpu();
+        const BatchOut alone = backend_batch(*alone_be, f, {i}, 4, mode);
+        expect_bit_identical(all, i, alone, 0, mode);
+      }
+    }
+  }
+}
+
+TEST(CudaBatch, RejectsItemsThatShareATrajectory) {
+  ML2O_REQUIRE_CUDA();
+  auto be = gpu();
+  OptimizerHyper hyper;
+  const auto t = be->upload(sample_task<float>(spec_for(LA, 4, 3, 1)));
+  const auto traj = be->trajectory(*t);
+  const auto w = upload_vector(*be, init_optimizer(hyper, 1).weights);
+  const auto g1 = be->vector(w->size()), g2 = be->vector(w->size());
+  const std::vector<UnrollItem> items = {UnrollItem{t.get(), traj.get(), w.get(), g1.get()},
+                                         UnrollItem{t.get(), traj.get(), w.get(), g2.get()}};
+  EXPECT_THROW(be->unroll(hyper, items, 2, GC), std::logic_error);
+}
+
+// Every item's product of one batched hvp call, from backend objects.
+std::vector<std::vector<float>> backend_hvp(Backend& be, const BatchFixture& f,
+                                            const std::vector<size_t>& which, int T, GradMode mode) {
+  std::vector<std::unique_ptr<BackendTask>> tasks;
+  for (const auto& t : f.tasks) tasks.push_back(be.upload(t));
+  std::vector<std::unique_ptr<BackendTrajectory>> trajs;
+  std::vector<std::unique_ptr<BackendVector>> ws, vs, outs;
+  std::vector<HvpItem> items;
+  for (const size_t i : which) {
+    trajs.push_back(be.trajectory(*tasks[f.task_of[i]]));
+    trajs.back()->write(f.start[i]);
+    ws.push_back(upload_vector(be, f.w[i]));
+    vs.push_back(upload_vector(be, f.w[(i + 1) % f.items()]));  // any direction
+    outs.push_back(be.vector(f.w[i].size()));
+    items.push_back(HvpItem{trajs.back().get(), ws.back().get(), vs.back().get(), outs.back().get()});
+  }
+  be.hvp(f.hyper, items, T, mode);
+  std::vector<std::vector<float>> out;
+  for (const auto& o : outs) out.push_back(o->read());
+  return out;
+}
+
+TEST(CudaHvp, EachItemOfABatchIsBitIdenticalToItAlone) {
+  ML2O_REQUIRE_CUDA();
+  const BatchFixture f;
+  for (const GradMode mode : {GC, SD}) {
+    auto be = gpu();
+    const auto all = backend_hvp(*be, f, {0, 1, 2, 3}, 3, mode);
+    for (size_t i = 0; i < f.items(); ++i) {
+      auto alone_be = gpu();
+      const auto alone = backend_hvp(*alone_be, f, {i}, 3, mode);
+      ASSERT_EQ(all[i].size(), alone[0].size());
+      EXPECT_EQ(0, std::memcmp(all[i].data(), alone[0].data(), all[i].size() * sizeof(float)))
+          << mode_name(mode) << " item " << i;
+    }
+  }
+}
+
+#ifdef ML2O_HAVE_CUDA
+struct GraphScope {
+  explicit GraphScope(int mode) { cuda_set_graphs(mode); }
+  ~GraphScope() { cuda_set_graphs(0); }
+  GraphScope(const GraphScope&) = delete;
+  GraphScope& operator=(const GraphScope&) = delete;
+};
+
+// One call = one launch sequence: per kernel class a forward (and backward) launch, one reduction,
+// one scatter; one upload of the arguments and one download of the losses. From the third call of
+// a layout on, the sequence is a graph replay.
+TEST(CudaBatch, OneLaunchSequencePerCallAndGraphReplays) {
+  ML2O_REQUIRE_CUDA();
+  GraphScope graphs(2);
+  VariantScope scope(2);
+  OptimizerHyper hyper;
+  auto be = gpu();
+  std::vector<std::unique_ptr<BackendTask>> tasks;
+  std::vector<std::unique_ptr<BackendTrajectory>> trajs;
+  std::vector<std::unique_ptr<BackendVector>> grads;
+  const auto w = upload_vector(*be, init_optimizer(hyper, 3).weights);
+  std::vector<UnrollItem> items;
+  for (int i = 0; i < 3; ++i) {  // the paper's training batch: 3 x 128 x d = 10
+    tasks.push_back(be->upload(sample_task<float>(spec_for(LA, 10, 128, 90 + i))));
+    trajs.push_back(be->trajectory(*tasks.back()));
+    grads.push_back(be->vector(w->size()));
+    items.push_back(UnrollItem{tasks.back().get(), trajs.back().get(), w.get(), grads.back().get()});
+  }
+  for (const GradMode mode : {GC, NO}) {
+    for (int call = 0; call < 4; ++call) {
+      const CudaStats before = cuda_stats();
+      be->unroll(hyper, items, 20, mode);
+      const CudaStats after = cuda_stats();
+      SCOPED_TRACE(std::string(mode_name(mode)) + " call " + std::to_string(call));
+      EXPECT_EQ(after.launches - before.launches, mode == GC ? 4 : 2);  // fwd, [bwd,] reduce, [scatter]
+      // arguments up, losses down (the first call of a layout also uploads its tables)
+      EXPECT_EQ(after.memcpys - before.memcpys, call == 0 ? 3 : 2);
+      EXPECT_EQ(after.graph_launches - before.graph_launches, call == 0 ? 0 : 1);
+    }
+  }
+}
+
+TEST(CudaGraphs, ReplaysAreBitIdenticalToPlainLaunches) {
+  ML2O_REQUIRE_CUDA();
+  const BatchFixture f;
+  for (const GradMode mode : {GC, SD, NO}) {
+    SCOPED_TRACE(mode_name(mode));
+    BatchOut plain;
+    {
+      GraphScope off(1);
+      auto be = gpu();
+      plain = backend_batch(*be, f, {0, 1, 2, 3}, 5, mode);
+    }
+    GraphScope on(2);
+    auto be = gpu();
+    for (int call = 0; call < 3; ++call) {  // plain, capture + launch, replay
+      const BatchOut r = backend_batch(*be, f, {0, 1, 2, 3}, 5, mode);
+      for (size_t i = 0; i < f.items(); ++i) expect_bit_identical(r, i, plain, i, mode);
+    }
+  }
+}
+
+TEST(CudaGraphs, SetterRejectsInvalidModes) {  // no device needed
+  EXPECT_THROW(cuda_set_graphs(3), std::invalid_argument);
+  EXPECT_THROW(cuda_set_graphs(-1), std::invalid_argument);
+  cuda_set_graphs(1);
+  EXPECT_FALSE(cuda_graphs());
+  cuda_set_graphs(2);
+  EXPECT_TRUE(cuda_graphs());
+  cuda_set_graphs(0);
+}
+#endif
+
+// ---- whole training runs ----------------------------------------------------------------------------
+// A few epochs of meta-training (batched unrolls, device HVPs, vector ops and Adam on the device,
+// periodic evaluations) against the CPU backend, for plain L2O and M-L2O first and second order;
+// and twice on the GPU, bit-identically.
+TEST(CudaTraining, MatchesTheCpuAndRepeatsBitIdentically) {
+  ML2O_REQUIRE_CUDA();
+  TrainConfig tc;
+  for (int i = 0; i < 2; ++i) {
+    TaskSpec t = spec_for(LA, 10, 32, 100 + i);
+    t.sigma = i == 0 ? 0.5 : 1.0;
+    tc.tasks.push_back(t);
+  }
+  tc.unroll = 5;
+  tc.curriculum = {20, 40};
+  tc.max_epochs = 2;
+  tc.eval_every = 1;
+  tc.eval_batches = 2;
+  tc.patience = 5;
+  struct Run {
+    Method method;
+    MetaGradient mg;
+    GradMode mode;
+  };
+  for (const Run r : {Run{Method::l2o, MetaGradient::first_order, GC},
+                      Run{Method::ml2o, MetaGradient::first_order, GC},
+                      Run{Method::ml2o, MetaGradient::second_order, SD}}) {
+    SCOPED_TRACE(std::string(method_name(r.method)) + " " + meta_gradient_name(r.mg));
+    tc.grad_mode = r.mode;
+    Ml2oConfig mc;
+    mc.meta_gradient = r.mg;
+    const auto run = [&](Backend& be) {
+      TrainerState st = make_trainer(r.method, OptimizerHyper{}, 7);
+      train(tc, mc, be, st, TrainHooks{});
+      return st;
+    };
+    const std::vector<float> w0 = make_trainer(r.method, OptimizerHyper{}, 7).opt.weights;
+    auto cpu = make_cpu_backend();
+    auto g1 = gpu(), g2 = gpu();
+    const TrainerState c = run(*cpu), a = run(*g1), b = run(*g2);
+    ASSERT_EQ(a.opt.weights.size(), b.opt.weights.size());
+    EXPECT_EQ(0, std::memcmp(a.opt.weights.data(), b.opt.weights.data(), a.opt.weights.size() * sizeof(float)));
+    EXPECT_EQ(a.adam.m, b.adam.m);
+    EXPECT_EQ(a.loss_history, b.loss_history);
+    EXPECT_EQ(a.eval_history, b.eval_history);
+    // Against the CPU: the same number of steps; losses and scores to float accuracy; the weights'
+    // change to 1% (Adam's normalised steps amplify rounding in near-zero gradient elements).
+    EXPECT_EQ(a.epoch, c.epoch);
+    EXPECT_EQ(a.skipped_steps, c.skipped_steps);
+    ASSERT_EQ(a.loss_history.size(), c.loss_history.size());
+    EXPECT_LE(nerr(a.loss_history, c.loss_history), 1e-4);
+    ASSERT_EQ(a.eval_history.size(), c.eval_history.size());
+    EXPECT_LE(nerr(a.eval_history, c.eval_history), 1e-4);
+    std::vector<double> da(w0.size()), dc(w0.size());
+    for (size_t p = 0; p < w0.size(); ++p) {
+      da[p] = double(a.opt.weights[p]) - w0[p];
+      dc[p] = double(c.opt.weights[p]) - w0[p];
+    }
+    EXPECT_LE(nerr(da, dc), 1e-2);
+    std::cout << "  [" << method_name(r.method) << " " << meta_gradient_name(r.mg) << "] loss err "
+              << nerr(a.loss_history, c.loss_history) << ", weight-change err " << nerr(da, dc) << "\n";
+  }
+}
+
 // ---- sampler --------------------------------------------------------------------------------------
 template <class V> size_t mismatches(const V& a, const V& b) {
   if (a.size() != b.size()) return std::max(a.size(), b.size()) + 1;
@@ -550,6 +956,158 @@ TEST(CudaBackend, RejectsDimensionsThatDoNotFitABlock) {
   EXPECT_THROW(unroll_once(*be, hyper, short_w, ok, tr2, 2, GC), std::invalid_argument);
 }
 
+// ---- the batch plan (kernels/unroll_plan.hpp): host code, no device needed --------------------------
+std::vector<cuda::PlanShape> mixed_shapes() {
+  return {{13, 10}, {4, 33}, {2, 130}, {13, 10}, {1, 1}, {300, 512}};
+}
+
+TEST(UnrollPlan, AnItemsLayoutDoesNotDependOnTheBatch) {
+  using namespace cuda;
+  const auto shapes = mixed_shapes();
+  for (const bool dual : {false, true})
+    for (const GradMode mode : {NO, GC, SD}) {
+      if (dual && mode == NO) continue;
+      const UnrollPlan all = plan_unroll(Arch::rnnprop, shapes, 5, mode, 2, dual);
+      std::vector<int64_t> begin, end;
+      segment_offsets(all, begin, end);
+      ASSERT_EQ(begin.size(), size_t(all.total_rows));
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        SCOPED_TRACE("item " + std::to_string(i));
+        const UnrollPlan alone = plan_unroll(Arch::rnnprop, std::span(&shapes[i], 1), 5, mode, 2, dual);
+        std::vector<int64_t> b1, e1;
+        segment_offsets(alone, b1, e1);
+        EXPECT_EQ(all.geo[i].blocks, alone.geo[0].blocks);
+        EXPECT_EQ(all.geo[i].ipb, alone.geo[0].ipb);
+        EXPECT_EQ(kernel_class(all.geo[i], 2, dual), kernel_class(alone.geo[0], 2, dual));
+        // Every segment of the item: same length, same place relative to the item's partial rows,
+        // the same alignment (CUB's reduction order depends on it).
+        const auto check = [&](int64_t s_all, int64_t s_alone) {
+          EXPECT_EQ(end[s_all] - begin[s_all], e1[s_alone] - b1[s_alone]);
+          EXPECT_EQ(begin[s_all] - all.partial_off[i], b1[s_alone] - alone.partial_off[0]);
+          EXPECT_EQ(all.partial_off[i] % kAlignFloats, 0);
+        };
+        for (int t = 0; t <= all.T; ++t) check(int64_t(i) * (all.T + 1) + t, t);
+        if (all.backward)
+          for (int r = 0; r < all.P; ++r) check(all.loss_rows + int64_t(i) * all.P + r, alone.loss_rows + r);
+      }
+    }
+}
+
+TEST(UnrollPlan, SegmentsCoverEveryPartialOnceAndScratchDoesNotOverlap) {
+  using namespace cuda;
+  const auto shapes = mixed_shapes();
+  const UnrollPlan p = plan_unroll(Arch::dmlstm, shapes, 3, SD, 1, false);
+  std::vector<int64_t> begin, end;
+  segment_offsets(p, begin, end);
+  std::vector<int> hits(p.partial_floats, 0);
+  for (int64_t s = 0; s < p.total_rows; ++s)
+    for (int64_t k = begin[s]; k < end[s]; ++k) ++hits[k];
+  int64_t covered = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const int64_t rows = p.item_rows() * p.geo[i].blocks;
+    for (int64_t k = 0; k < rows; ++k) EXPECT_EQ(hits[p.partial_off[i] + k], 1) << "item " << i;
+    covered += rows;
+    const int64_t C = shapes[i].instances * shapes[i].dim;
+    if (i + 1 < shapes.size()) {  // each item's tape and gT end before the next begins
+      EXPECT_LE(p.tape_off[i] + int64_t(p.T) * kTapeFields * C, p.tape_off[i + 1]);
+      EXPECT_LE(p.gT_off[i] + C, p.gT_off[i + 1]);
+      EXPECT_LE(p.partial_off[i] + rows, p.partial_off[i + 1]);
+    }
+  }
+  EXPECT_EQ(std::count(hits.begin(), hits.end(), 1), covered);  // padding only between items
+  // The Dual plan holds Dual<float> tape and gT scalars (two floats each); partials stay float.
+  const UnrollPlan d = plan_unroll(Arch::dmlstm, shapes, 3, SD, 1, true);
+  int64_t tape = 0, gT = 0;
+  for (const PlanShape& sh : shapes) {
+    tape += int64_t(p.T) * kTapeFields * sh.instances * sh.dim;
+    gT += sh.instances * sh.dim;
+  }
+  EXPECT_GE(d.tape_floats, 2 * tape);
+  EXPECT_GE(d.gT_floats, 2 * gT);
+  EXPECT_LT(p.tape_floats, 2 * tape);
+  EXPECT_EQ(d.partial_floats, p.partial_floats);
+}
+
+TEST(UnrollPlan, BlockTableMapsEveryBlockToItsItem) {
+  using namespace cuda;
+  const auto shapes = mixed_shapes();
+  for (const int variant : {1, 2}) {
+    const UnrollPlan p = plan_unroll(Arch::rnnprop, shapes, 2, GC, variant, false);
+    std::vector<UnrollArgs> items(shapes.size());
+    int64_t launched = 0;
+    int next_slot = 0;
+    for (const LaunchGroup& g : p.groups) {
+      EXPECT_EQ(g.first_slot, next_slot);  // groups cover the slots in order
+      next_slot += g.count;
+      int widest = 0;  // v1: the widest item's block; v2 always kSmallThreads
+      for (size_t i = 0; i < shapes.size(); ++i)
+        if (p.slot[i] >= g.first_slot && p.slot[i] < g.first_slot + g.count) widest = std::max(widest, p.geo[i].threads);
+      EXPECT_EQ(g.threads, g.cls == KernelClass::v2 ? kSmallThreads : widest);
+      const BatchArgs b{items.data(), p.first_block.data(), int(shapes.size()), g.block0};
+      for (int64_t blk = 0; blk < g.blocks; ++blk) {
+        const ItemBlock ib = locate_block(b, blk);
+        EXPECT_GE(ib.slot, g.first_slot);
+        EXPECT_LT(ib.slot, g.first_slot + g.count);
+        EXPECT_GE(ib.block, 0);
+        const size_t item = size_t(std::find(p.slot.begin(), p.slot.end(), ib.slot) - p.slot.begin());
+        ASSERT_LT(item, shapes.size());
+        EXPECT_LT(ib.block, p.geo[item].blocks);
+        EXPECT_EQ(kernel_class(p.geo[item], variant, false), g.cls);
+        EXPECT_LE(p.geo[item].threads, g.threads);
+      }
+      launched += g.blocks;
+    }
+    EXPECT_EQ(next_slot, int(shapes.size()));
+    int64_t want = 0;
+    for (const Geometry& g : p.geo) want += g.blocks;
+    EXPECT_EQ(launched, want);
+    ASSERT_EQ(p.groups.size(), 2u);  // d <= 128 (v2 or v1 small), then d > 128 (v1 large)
+    EXPECT_EQ(p.groups[0].cls, variant == 2 ? KernelClass::v2 : KernelClass::v1_small);
+    EXPECT_EQ(p.groups[1].cls, KernelClass::v1_large);
+    EXPECT_EQ(p.groups[1].threads, kLargeThreads);  // d = 512
+  }
+}
+
+TEST(UnrollPlan, ArgumentsAndAssembly) {
+  using namespace cuda;
+  const std::vector<PlanShape> shapes = {{13, 10}, {5, 7}};
+  const UnrollPlan p = plan_unroll(Arch::rnnprop, shapes, 3, GC, 2, false);
+  std::vector<float> tape(p.tape_floats), gT(p.gT_floats), partial(p.partial_floats), g0(p.P), g1(p.P);
+  std::vector<PlanInput> in(2);
+  in[0].k0 = 4;
+  in[0].grad = g0.data();
+  in[1].k0 = 9;
+  in[1].grad = g1.data();
+  const auto args = bind_args(OptimizerHyper{}, p, in, PlanScratch{tape.data(), gT.data(), partial.data()});
+  for (size_t i = 0; i < 2; ++i) {
+    const UnrollArgs& a = args[p.slot[i]];
+    EXPECT_EQ(a.k0, in[i].k0);
+    EXPECT_EQ(a.grad, in[i].grad);
+    EXPECT_EQ(a.tape, tape.data() + p.tape_off[i]);
+    EXPECT_EQ(a.partial, partial.data() + p.partial_off[i]);
+    EXPECT_EQ(a.blocks, p.geo[i].blocks);
+    EXPECT_EQ(a.loss_row0, p.P);
+    EXPECT_EQ(a.grad_row0, p.loss_rows + int64_t(i) * p.P);
+    EXPECT_EQ(a.inv_n, 1.0f / float(shapes[i].instances));
+  }
+  // Assembly: as unroll_cpu, step = sum * (1/N) in float, meta_loss summed in float.
+  std::vector<float> losses(p.loss_rows);
+  for (size_t k = 0; k < losses.size(); ++k) losses[k] = 0.1f * float(k + 1);
+  const auto out = assemble(p, losses);
+  ASSERT_EQ(out.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    float meta = 0.0f;
+    for (int t = 0; t <= 3; ++t) {
+      const float step = losses[i * 4 + t] * (1.0f / float(shapes[i].instances));
+      EXPECT_EQ(out[i].step_loss[t], double(step));
+      meta += step;
+    }
+    EXPECT_EQ(out[i].meta_loss, meta);
+  }
+  EXPECT_THROW(plan_unroll(Arch::rnnprop, shapes, 3, NO, 1, true), std::invalid_argument);
+  EXPECT_THROW(plan_unroll(Arch::rnnprop, std::vector<PlanShape>{{2, 513}}, 3, GC, 1, false), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace ml2o
 
@@ -658,67 +1216,101 @@ template <class F> void emulate_launch(int64_t blocks, int threads, F&& body) {
   }
 }
 
-// The CUDA backend's unroll with the kernels emulated and the block sums reduced in block order.
-// variant 2 runs the tiled kernels where the launcher would (d <= 128), with 128 threads.
+// One item of an emulated batch: host data in place of the backend's device objects.
+struct HostItem {
+  const Task<float>* task = nullptr;
+  Trajectory<float>* traj = nullptr;
+  const std::vector<float>* w = nullptr;
+  const std::vector<float>* wdot = nullptr;  // HVP: the direction v
+  std::vector<float>* grad = nullptr;        // resized to P; the meta-gradient or the HVP
+};
+
+// Runs a plan's group (forward or backward) with the kernels emulated, as launch_unroll_group does.
+void emulate_group(const cuda::UnrollPlan& p, const cuda::LaunchGroup& g, const cuda::BatchArgs& b,
+                   bool backward) {
+  using namespace cuda;
+  emulate_launch(g.blocks, g.threads, [&] {
+    switch (g.cls) {
+      case KernelClass::v2:
+        if (backward) unroll_backward_v2_kernel(b);
+        else unroll_forward_v2_kernel(b);
+        break;
+      case KernelClass::v1_small:
+        if (p.dual) {
+          if (backward) unroll_backward_kernel<kSmallThreads, DualF>(b);
+          else unroll_forward_kernel<kSmallThreads, DualF>(b);
+        } else {
+          if (backward) unroll_backward_kernel<kSmallThreads, float>(b);
+          else unroll_forward_kernel<kSmallThreads, float>(b);
+        }
+        break;
+      case KernelClass::v1_large:
+        if (p.dual) {
+          if (backward) unroll_backward_kernel<kLargeThreads, DualF>(b);
+          else unroll_forward_kernel<kLargeThreads, DualF>(b);
+        } else {
+          if (backward) unroll_backward_kernel<kLargeThreads, float>(b);
+          else unroll_forward_kernel<kLargeThreads, float>(b);
+        }
+        break;
+    }
+  });
+}
+
+// The CUDA backend's batched unroll (or, with dual, its HVP) on host data: the production plan
+// (plan_unroll, segment_offsets, bind_args, assemble: kernels/unroll_plan.hpp), the kernels and
+// the scatter emulated, and each reduction segment summed in order (standing in for CUB's tree).
+// Scratch starts as NaN, so anything the kernels fail to write shows up.
+std::vector<UnrollLoss> emulated_batch(int variant, bool dual, const OptimizerHyper& hyper,
+                                       std::span<const HostItem> items, int T, GradMode mode) {
+  using namespace cuda;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<PlanShape> shapes;
+  for (const HostItem& it : items) shapes.push_back(PlanShape{it.task->spec.instances, it.task->spec.dim});
+  const UnrollPlan plan = plan_unroll(hyper.arch, shapes, T, mode, variant, dual);
+  std::vector<float> tape(plan.tape_floats, nan), gT(plan.gT_floats, nan), partial(plan.partial_floats, nan);
+  std::vector<PlanInput> in;
+  for (const HostItem& it : items) {
+    if (it.grad) it.grad->assign(plan.P, nan);
+    in.push_back(PlanInput{view_of(*it.task), it.traj->x.data(), it.traj->coord.data(), it.traj->k,
+                           it.w->data(), it.wdot ? it.wdot->data() : nullptr,
+                           it.grad ? it.grad->data() : nullptr});
+  }
+  const std::vector<UnrollArgs> args =
+      bind_args(hyper, plan, in, PlanScratch{tape.data(), gT.data(), partial.data()});
+  const int n = static_cast<int>(items.size());
+  for (const bool backward : {false, true}) {
+    if (backward && !plan.backward) break;
+    for (const LaunchGroup& g : plan.groups)
+      emulate_group(plan, g, BatchArgs{args.data(), plan.first_block.data(), n, g.block0}, backward);
+  }
+  std::vector<int64_t> begin, end;
+  segment_offsets(plan, begin, end);
+  std::vector<float> reduced(plan.total_rows, nan);
+  for (int64_t s = 0; s < plan.total_rows; ++s) {
+    float acc = 0.0f;
+    for (int64_t k = begin[s]; k < end[s]; ++k) acc += partial[k];
+    reduced[s] = acc;
+  }
+  if (plan.backward) {
+    const int64_t elems = int64_t(n) * plan.P;
+    emulate_launch((elems + 255) / 256, 256,
+                   [&] { cuda::scatter_rows_kernel(reduced.data(), args.data(), n, plan.P); });
+  }
+  if (dual) return {};
+  for (const HostItem& it : items) it.traj->k += T;
+  return assemble(plan, std::span<const float>(reduced.data(), plan.loss_rows));
+}
+
+// One item through emulated_batch, in the shape of unroll_cpu's result.
 UnrollResult<float> emulated_unroll_variant(int variant, const OptimizerHyper& hyper,
                                             const std::vector<float>& w, const Task<float>& task,
                                             Trajectory<float>& traj, int T, GradMode mode) {
-  using namespace cuda;
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  const int P = param_count(hyper.arch);
-  const int64_t N = task.spec.instances, C = N * task.spec.dim;
-  const Geometry geo = make_geometry(N, task.spec.dim);
-  const bool backward = mode != GradMode::none;
-  const int64_t loss_row0 = backward ? P : 0, rows = loss_row0 + T + 1;
-  std::vector<float> tape(backward ? size_t(T) * kTapeFields * C : 0, nan), gT(C, nan),
-      partial(rows * geo.blocks, nan);
-  UnrollArgs a;
-  a.hyper = hyper;
-  a.w = w.data();
-  a.P = P;
-  a.task = view_of(task);
-  a.x = traj.x.data();
-  a.coord = traj.coord.data();
-  a.k0 = traj.k;
-  a.T = T;
-  a.ipb = geo.ipb;
-  a.blocks = geo.blocks;
-  a.tape = backward && T > 0 ? tape.data() : nullptr;
-  a.gT = backward ? gT.data() : nullptr;
-  a.partial = partial.data();
-  a.loss_row0 = loss_row0;
-  const float inv_n = 1.0f / static_cast<float>(static_cast<double>(N));
-  a.inv_n = inv_n;
-  a.second = mode == GradMode::second_derivatives;
-  const bool v2 = uses_v2(geo, variant);
-  const int threads = v2 ? kV2Threads : geo.threads;
-  if (v2) {
-    EXPECT_LE(sizeof(float) * kV2BackwardFloats, sizeof(cuda::smem));
-    EXPECT_LE(sizeof(float) * kV2BackwardFloats, size_t(232448));  // H100/H200 opt-in limit
-  }
-  emulate_launch(geo.blocks, threads, [&] {
-    if (v2) unroll_forward_v2_kernel(a);
-    else if (geo.large) unroll_forward_kernel<kLargeThreads>(a);
-    else unroll_forward_kernel<kSmallThreads>(a);
-  });
-  if (backward)
-    emulate_launch(geo.blocks, threads, [&] {
-      if (v2) unroll_backward_v2_kernel(a);
-      else if (geo.large) unroll_backward_kernel<kLargeThreads>(a);
-      else unroll_backward_kernel<kSmallThreads>(a);
-    });
-  std::vector<float> reduced(rows, 0.0f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t b = 0; b < geo.blocks; ++b) reduced[r] += partial[r * geo.blocks + b];
-  traj.k += T;
   UnrollResult<float> out;
-  out.step_loss.assign(T + 1, 0.0);
-  for (int t = 0; t <= T; ++t) {
-    const float step = reduced[loss_row0 + t] * inv_n;
-    out.step_loss[t] = static_cast<double>(step);
-    out.meta_loss += step;
-  }
-  if (backward) out.grad.assign(reduced.begin(), reduced.begin() + P);
+  const HostItem item{&task, &traj, &w, nullptr, mode == GradMode::none ? nullptr : &out.grad};
+  const auto r = emulated_batch(variant, false, hyper, std::span<const HostItem>(&item, 1), T, mode);
+  out.meta_loss = r[0].meta_loss;
+  out.step_loss = r[0].step_loss;
   return out;
 }
 
@@ -806,6 +1398,87 @@ TEST(KernelEmulation, UnrollV2IsBitIdenticalOnRepeat) {
   EXPECT_EQ(0, std::memcmp(t1.coord.data(), t2.coord.data(), t1.coord.size() * sizeof(CoordState<float>)));
 }
 
+// The production plan on a batch of different tasks, dims (all three kernel classes), shared tasks
+// and weights: each item bit-identical to running it alone through the same emulation.
+TEST(KernelEmulation, BatchIsBitIdenticalToItemsAlone) {
+  const BatchFixture f;
+  for (const int variant : {1, 2})
+    for (const GradMode mode : {GC, NO}) {  // SD differs only inside an item (emulation is slow)
+      SCOPED_TRACE("kernel v" + std::to_string(variant) + " " + mode_name(mode));
+      const auto run = [&](const std::vector<size_t>& which) {
+        BatchOut out;
+        out.grad.resize(which.size());
+        for (const size_t i : which) out.traj.push_back(f.start[i]);
+        std::vector<HostItem> items;
+        for (size_t k = 0; k < which.size(); ++k)
+          items.push_back(HostItem{&f.tasks[f.task_of[which[k]]], &out.traj[k], &f.w[which[k]], nullptr,
+                                   mode == GradMode::none ? nullptr : &out.grad[k]});
+        out.loss = emulated_batch(variant, false, f.hyper, items, 2, mode);
+        return out;
+      };
+      const BatchOut all = run({0, 1, 2, 3});
+      for (size_t i = 0; i < f.items(); ++i) expect_bit_identical(all, i, run({i}), 0, mode);
+    }
+  // The HVP's plan (Dual kernels) likewise.
+  for (const GradMode mode : {SD}) {
+    const auto run = [&](const std::vector<size_t>& which) {
+      std::vector<Trajectory<float>> trajs;
+      for (const size_t i : which) trajs.push_back(f.start[i]);
+      std::vector<std::vector<float>> out(which.size());
+      std::vector<HostItem> items;
+      for (size_t k = 0; k < which.size(); ++k)
+        items.push_back(HostItem{&f.tasks[f.task_of[which[k]]], &trajs[k], &f.w[which[k]],
+                                 &f.w[(which[k] + 1) % f.items()], &out[k]});
+      emulated_batch(1, true, f.hyper, items, 2, mode);
+      return out;
+    };
+    const auto all = run({0, 1, 2, 3});
+    for (size_t i = 0; i < f.items(); ++i) {
+      const auto alone = run({i});
+      EXPECT_TRUE(all_finite(all[i]));
+      EXPECT_EQ(0, std::memcmp(all[i].data(), alone[0].data(), all[i].size() * sizeof(float)))
+          << "hvp " << mode_name(mode) << " item " << i;
+    }
+  }
+}
+
+// The device HVP's kernels (v1 on Dual<float>) through the production plan, against hvp_dual.
+std::vector<float> emulated_hvp(const OptimizerHyper& hyper, const std::vector<float>& w,
+                                const Task<float>& task, const Trajectory<float>& start, int T,
+                                const std::vector<float>& v, GradMode mode) {
+  Trajectory<float> traj = start;
+  std::vector<float> out;
+  const HostItem item{&task, &traj, &w, &v, &out};
+  emulated_batch(1, true, hyper, std::span<const HostItem>(&item, 1), T, mode);
+  EXPECT_EQ(traj.k, start.k);  // the HVP leaves its start unchanged
+  EXPECT_EQ(0, std::memcmp(traj.x.data(), start.x.data(), start.x.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(traj.coord.data(), start.coord.data(), start.coord.size() * sizeof(CoordState<float>)));
+  return out;
+}
+
+TEST(KernelEmulation, HvpMatchesTheDualReference) {
+  for (const HvpCase& c : kSmallHvpCases) run_hvp_case(c, emulated_hvp);
+  for (const HvpCase& c : kHvpCases)
+    if (c.N * c.d * c.T <= 600) run_hvp_case(c, emulated_hvp);  // the emulation is slow
+}
+
+// Every kernel's shared memory fits the emulation's buffer and an H100/H200 (227 KiB opt-in).
+TEST(KernelEmulation, SharedMemoryFitsTheDevice) {
+  using namespace cuda;
+  constexpr size_t kOptin = 232448;
+  const int P = RnnpropLayout::size;
+  std::vector<size_t> sizes = {sizeof(float) * kV2ForwardFloats, sizeof(float) * kV2BackwardFloats};
+  for (const KernelClass cls : {KernelClass::v1_small, KernelClass::v1_large})
+    for (const bool dual : {false, true}) {
+      sizes.push_back(v1_forward_smem(cls, P, dual));
+      sizes.push_back(v1_backward_smem(cls, P, dual));
+    }
+  for (const size_t s : sizes) {
+    EXPECT_LE(s, sizeof(cuda::smem));
+    EXPECT_LE(s, kOptin);
+  }
+}
+
 TEST(KernelEmulation, BaselinesMatchCpu) {
   // The same float operations as run_baseline_cpu: only the final double sum is associated
   // differently (per block, then over blocks).
@@ -865,12 +1538,12 @@ TEST(KernelEmulation, VectorKernelsMatchTheCpuBackendBitForBit) {
   EXPECT_EQ(y, v[0]->read());
   EXPECT_EQ(w, v[1]->read());
   EXPECT_EQ(am, adam->read().m);
-  int ok = 1;
-  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &ok); });
-  EXPECT_EQ(ok, 1);
+  int bad = 0;
+  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &bad); });
+  EXPECT_EQ(bad, 0);
   w[n - 1] = std::numeric_limits<float>::quiet_NaN();
-  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &ok); });
-  EXPECT_EQ(ok, 0);
+  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &bad); });
+  EXPECT_EQ(bad, 1);
 }
 
 TEST(KernelEmulation, SamplerIndexesLikeTheCpu) {

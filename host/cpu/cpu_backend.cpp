@@ -118,12 +118,13 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  void hvp(const OptimizerHyper& hyper, const BackendTrajectory& start, const BackendVector& w,
-           const BackendVector& v, int T, GradMode mode, BackendVector& out) override {
-    const auto& task = mine<const CpuTask>(start.task());
-    mine<CpuVector>(out).v = hvp_dual(hyper, mine<const CpuVector>(w).v, task.data,
-                                      mine<const CpuTrajectory>(start).t, T,
-                                      mine<const CpuVector>(v).v, mode);
+  void hvp(const OptimizerHyper& hyper, std::span<const HvpItem> items, int T, GradMode mode) override {
+    for (const HvpItem& it : items) {
+      const auto& task = mine<const CpuTask>(it.start->task());
+      mine<CpuVector>(*it.out).v = hvp_dual(hyper, mine<const CpuVector>(*it.w).v, task.data,
+                                            mine<const CpuTrajectory>(*it.start).t, T,
+                                            mine<const CpuVector>(*it.v).v, mode);
+    }
   }
 
   void axpy(BackendVector& y, float a, const BackendVector& x) override {

@@ -112,6 +112,10 @@ template UnrollResult<float> unroll_cpu(const OptimizerHyper&, const std::vector
                                         const TaskView<float>&, Trajectory<float>&, int, GradMode);
 template UnrollResult<double> unroll_cpu(const OptimizerHyper&, const std::vector<double>&,
                                          const TaskView<double>&, Trajectory<double>&, int, GradMode);
+// Dual<float>: the float reference of the CUDA backend's Hessian-vector product (tests).
+template UnrollResult<Dual<float>> unroll_cpu(const OptimizerHyper&, const std::vector<Dual<float>>&,
+                                              const TaskView<Dual<float>>&, Trajectory<Dual<float>>&,
+                                              int, GradMode);
 template UnrollResult<Dual<double>> unroll_cpu(const OptimizerHyper&,
                                                const std::vector<Dual<double>>&,
                                                const TaskView<Dual<double>>&,

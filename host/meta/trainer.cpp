@@ -122,11 +122,13 @@ double ml2o_step(Live& L, int T, GradMode mode, const Ml2oConfig& mc) {
   double loss = 0;
   for (const UnrollLoss& r : L.be.unroll(L.hyper, items_of(L, L.seg, adapted), T, mode)) loss += r.meta_loss;
   if (second)
-    for (size_t i = 0; i < n; ++i)
-      for (int s = mc.inner_steps - 1; s >= 0; --s) {
-        L.be.hvp(L.hyper, *L.trajs[i], *L.inner_points[i][s], *L.grads[i], T, mode, *L.hv[i]);
-        L.be.axpy(*L.grads[i], -float(mc.inner_lr), *L.hv[i]);
-      }
+    for (int s = mc.inner_steps - 1; s >= 0; --s) {  // every task's product in one call
+      std::vector<HvpItem> items;
+      for (size_t i = 0; i < n; ++i)
+        items.push_back(HvpItem{L.trajs[i].get(), L.inner_points[i][s].get(), L.grads[i].get(), L.hv[i].get()});
+      L.be.hvp(L.hyper, items, T, mode);
+      for (size_t i = 0; i < n; ++i) L.be.axpy(*L.grads[i], -float(mc.inner_lr), *L.hv[i]);
+    }
   return loss;
 }
 

@@ -80,6 +80,14 @@ struct UnrollItem {
   BackendVector* grad = nullptr;  // required unless mode == GradMode::none
 };
 
+// One item of a batched Hessian-vector product (Backend::hvp).
+struct HvpItem {
+  const BackendTrajectory* start = nullptr;
+  const BackendVector* w = nullptr;
+  const BackendVector* v = nullptr;
+  BackendVector* out = nullptr;
+};
+
 struct UnrollLoss {
   float meta_loss = 0.0f;         // sum_{t=0..T} mean_n f_n(x_t), summed in float as the reference
   std::vector<double> step_loss;  // mean_n f_n(x_t), t = 0..T
@@ -118,11 +126,11 @@ class Backend {
                                          std::span<const UnrollItem> items, int T,
                                          GradMode mode) = 0;
 
-  // out = (d^2 L / dw^2) v, L the meta-loss of a T-step unroll of `start` (left unchanged) with
-  // weights w; how it is computed is caps().hvp.
-  virtual void hvp(const OptimizerHyper& hyper, const BackendTrajectory& start,
-                   const BackendVector& w, const BackendVector& v, int T, GradMode mode,
-                   BackendVector& out) = 0;
+  // For every item: out = (d^2 L / dw^2) v, L the meta-loss of a T-step unroll of `start` (left
+  // unchanged) with weights w; how it is computed is caps().hvp. Batched like unroll (M-L2O's
+  // second order needs one per task and inner step); each result is that of the item alone.
+  virtual void hvp(const OptimizerHyper& hyper, std::span<const HvpItem> items, int T,
+                   GradMode mode) = 0;
 
   // Small vector math where the vectors live, in fixed element order (float arithmetic as the
   // host reference writes it).

@@ -19,7 +19,9 @@ Task<float> cuda_sample_task(const TaskSpec& spec);
 
 // Process-wide counters of the CUDA backend (benches and tests).
 struct CudaStats {
-  int64_t launches = 0;           // kernel launches so far (a CUB call counts as one)
+  int64_t launches = 0;           // kernel launches so far (a CUB call counts as one; a kernel
+                                  // replayed in a CUDA graph counts each time it runs)
+  int64_t graph_launches = 0;     // CUDA graph launches so far (each replays a whole unroll)
   int64_t memcpys = 0;            // host<->device copies so far
   int64_t device_bytes = 0;       // device memory held by the backend now (buffers + task cache)
   int64_t peak_device_bytes = 0;  // its peak since the last cuda_reset_peak()
@@ -36,5 +38,10 @@ void cuda_set_poison(bool on);
 // cuda_kernel_variant() is the variant in use; both throw for an invalid ML2O_CUDA_KERNEL.
 void cuda_set_kernel_variant(int variant);
 int cuda_kernel_variant();
+// CUDA graphs for repeated unrolls (a launch sequence seen twice with the same layout is captured
+// and replayed): 1 = off, 2 = on, 0 = back to ML2O_CUDA_GRAPHS (on|off, read once) or the default
+// (on). cuda_graphs() says whether they are in use; both throw for an invalid ML2O_CUDA_GRAPHS.
+void cuda_set_graphs(int mode);
+bool cuda_graphs();
 
 }  // namespace ml2o
