@@ -34,12 +34,14 @@ __global__ void finite_kernel(const float* v, int64_t n, int* any_bad) {
 }
 
 // items[k].grad[p] = reduced[items[k].grad_row0 + p]: a batched unroll's reduced gradient rows
-// into the items' gradient vectors (unroll_plan.hpp), one thread per element.
+// into the items' gradient vectors (unroll_plan.hpp). Grid-stride (launched with one thread per
+// element, the loop runs once; the emulation runs it on a few threads).
 __global__ void scatter_rows_kernel(const float* reduced, const UnrollArgs* items, int count, int P) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(count) * P) return;
-  const int k = static_cast<int>(i / P), p = static_cast<int>(i % P);
-  items[k].grad[p] = reduced[items[k].grad_row0 + p];
+  const int64_t n = int64_t(count) * P;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int k = static_cast<int>(i / P), p = static_cast<int>(i % P);
+    items[k].grad[p] = reduced[items[k].grad_row0 + p];
+  }
 }
 
 __global__ void adam_kernel(AdamArgs a) {
