@@ -98,7 +98,7 @@ TEST(Trainer, Ml2oStepEqualsTheReferenceTemplate) {
     std::vector<float> grad(w0.size(), 0.0f);
     const GradMode mode = cfg.train.grad_mode;
     for (size_t i = 0; i < cfg.train.tasks.size(); ++i) {
-      const Task<float> task = sample_task<float>(training_batch_spec(cfg.train.tasks[i], 0, i));
+      const Task<float> task = sample_task<float>(training_batch_spec(cfg.train.tasks[i], 0, i, 0));
       Trajectory<float> traj = start_trajectory(task.x0);
       auto unroll_fn = [&](const std::vector<float>& w, Trajectory<float>& tr, int n, GradMode m) {
         return unroll_cpu(cfg.optimizer, w, view_of(task), tr, n, m);

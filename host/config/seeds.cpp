@@ -34,16 +34,25 @@ uint64_t sigma_list_seed(uint64_t table_seed, uint64_t sigma_index) {
   return below_2_63(table_seed + sigma_index);
 }
 
-TaskSpec training_batch_spec(const TaskSpec& base, int64_t epoch, uint64_t task_index) {
+uint64_t init_weights_seed(uint64_t run_seed, uint64_t train_seed) {
+  return derive_seed(run_seed, role::init, train_seed);
+}
+uint64_t vanilla_init_seed(uint64_t run_seed, uint64_t train_seed) {
+  return derive_seed(run_seed, role::vanilla_init, train_seed);
+}
+
+TaskSpec training_batch_spec(const TaskSpec& base, int64_t epoch, uint64_t task_index,
+                             uint64_t train_seed) {
   TaskSpec s = base;
-  s.seed = derive_seed(base.seed, role::train_task, uint64_t(epoch), task_index);
+  s.seed = derive_seed(base.seed, role::train_task, uint64_t(epoch), task_index + (train_seed << 32));
   return s;
 }
 
 TaskSpec evaluation_batch_spec(const TaskSpec& base, uint64_t eval_index, int batch,
-                               uint64_t task_index) {
+                               uint64_t task_index, uint64_t train_seed) {
   TaskSpec s = base;
-  s.seed = derive_seed(base.seed, role::train_eval, eval_index, uint64_t(batch) * 1000 + task_index);
+  s.seed = derive_seed(base.seed, role::train_eval, eval_index,
+                       uint64_t(batch) * 1000 + task_index + (train_seed << 32));
   return s;
 }
 

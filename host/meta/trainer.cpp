@@ -59,7 +59,7 @@ struct Live {
     work.clear();
     seg.clear();
     for (size_t i = 0; i < tc.tasks.size(); ++i) {
-      tasks.push_back(be.upload(sample_task<float>(training_batch_spec(tc.tasks[i], st.epoch, i))));
+      tasks.push_back(be.upload(sample_task<float>(training_batch_spec(tc.tasks[i], st.epoch, i, tc.seed))));
       trajs.push_back(be.trajectory(*tasks.back()));
       if (st.unroll_in_epoch > 0) trajs.back()->write(st.trajs[i]);  // resumed mid-epoch
       work.push_back(be.trajectory(*tasks.back()));
@@ -158,7 +158,7 @@ double evaluate_score(const TrainConfig& tc, Backend& be, const OptimizerHyper& 
   };
   for (int batch = 0; batch < tc.eval_batches; ++batch)
     for (size_t i = 0; i < tc.tasks.size(); ++i) {
-      const TaskSpec spec = evaluation_batch_spec(tc.tasks[i], eval_index, batch, i);
+      const TaskSpec spec = evaluation_batch_spec(tc.tasks[i], eval_index, batch, i, tc.seed);
       if (held > 0 && held + spec.instances * spec.dim > budget) flush();
       tasks.push_back(be.upload(sample_task<float>(spec)));
       trajs.push_back(be.trajectory(*tasks.back()));

@@ -274,7 +274,7 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
   Backend& be = *backend;
   std::vector<Job> jobs;
   const LearnedOptimizer vanilla_init =
-      init_optimizer(cfg.optimizer, derive_seed(cfg.run.seed, role::vanilla_init));
+      init_optimizer(cfg.optimizer, vanilla_init_seed(cfg.run.seed, cfg.train.seed));
   for (int K : cfg.adapt.K)
     for (AdaptSource src : cfg.adapt.sources) {
       const std::string source = adapt_source_name(src);

@@ -23,7 +23,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
     progress.line(std::string("resuming ") + method_name(method) + " training at epoch " +
                   std::to_string(st.epoch) + " from " + ckpt);
   } else {
-    st = make_trainer(method, cfg.optimizer, derive_seed(cfg.run.seed, role::init));
+    st = make_trainer(method, cfg.optimizer, init_weights_seed(cfg.run.seed, cfg.train.seed));
     if (init) {
       if (init->hyper.arch != cfg.optimizer.arch)
         throw ConfigError(std::string("--init: params are ") + arch_name(init->hyper.arch) +

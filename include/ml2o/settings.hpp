@@ -21,6 +21,7 @@ struct RunConfig {
 
 // Meta-training (plain L2O, SPEC 4) and the pretraining of M-L2O and transfer learning.
 struct TrainConfig {
+  uint64_t seed = 0;             // meta-training seed (seeds.hpp): init, batches, not the test set
   std::vector<TaskSpec> tasks;   // D_train; a sigma list expands into one task per sigma
   int unroll = 20;
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam on the weights
