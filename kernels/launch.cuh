@@ -1,6 +1,7 @@
-// Internal interface between the CUDA backend (cuda_backend.cu) and its kernels: block geometry,
-// kernel arguments, launchers, and a tracked device buffer. Not installed; host code sees only
-// include/ml2o/cuda_backend.hpp.
+// Internal interface between the CUDA backend (cuda_backend.cu) and its kernels: launchers, kernel
+// arguments of the baselines and vector ops, and a tracked device buffer (the unroll's geometry,
+// arguments and batch plan are in unroll_plan.hpp, plain host code). Not installed; host code sees
+// only include/ml2o/cuda_backend.hpp.
 #pragma once
 #include <cuda_runtime.h>
 
