@@ -62,6 +62,12 @@ if [ -z "$py" ]; then
 fi
 tool="$build/peer_case"
 [ -x "$tool" ] || die "$tool not found: build it first (cmake --build $build --target peer_case)"
+# A CUDA build carried to a GPU machine may bring shared libraries in build/devlibs (see
+# bench/gpu_check.sh); only the engine sees them, not the peers' own CUDA libraries.
+engine=("$tool")
+if [ -d "$build/devlibs" ]; then
+  engine=(env "LD_LIBRARY_PATH=$build/devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tool")
+fi
 
 # Same threads for everyone: OpenMP (engine, PyTorch's intra-op pool, Inductor's C++ kernels),
 # and on the CPU the affinity that XLA's thread pool follows.
@@ -75,7 +81,7 @@ export PYTHONDONTWRITEBYTECODE=1
 case_dir="$(mktemp -d "${TMPDIR:-/tmp}/ml2o-peer-case.XXXXXX")"
 lines="$(mktemp "${TMPDIR:-/tmp}/ml2o-peer-lines.XXXXXX")"
 trap 'rm -rf "$case_dir" "$lines"' EXIT
-"$tool" export --out "$case_dir/case" --instances 16 >&2 || die "peer_case export failed"
+"${engine[@]}" export --out "$case_dir/case" --instances 16 >&2 || die "peer_case export failed"
 
 emit() {  # a JSON line to stdout, the --out file and the summary
   echo "$1"
@@ -88,7 +94,7 @@ run_one() {  # name, command...: runs it, forwards its JSON lines, reports a fai
   local log rc n
   log="$(mktemp "${TMPDIR:-/tmp}/ml2o-peer-out.XXXXXX")"
   echo "run.sh: $name ..." >&2
-  timeout --signal=INT --kill-after=30 "$((budget_s + 300))" "$@" > "$log"
+  timeout --signal=INT --kill-after=30 "$((budget_s + 120))" "$@" > "$log"
   rc=$?
   n=0
   while IFS= read -r l; do
@@ -102,7 +108,7 @@ run_one() {  # name, command...: runs it, forwards its JSON lines, reports a fai
       1) why="failed its check against the engine (or crashed): see stderr" ;;
       2) why="some sizes failed (see their lines)" ;;
       3) why="not available here (not importable or no such device)" ;;
-      124|137) why="timed out after $((budget_s + 300)) s" ;;
+      124|137) why="timed out after $((budget_s + 120)) s" ;;
     esac
     echo "run.sh: $name: $why" >&2
     [ "$n" -gt 0 ] || emit "{\"bench\": \"peers\", \"peer\": \"$name\", \"device\": \"$device\", \"skipped\": \"$why\"}"
@@ -112,9 +118,22 @@ run_one() {  # name, command...: runs it, forwards its JSON lines, reports a fai
 echo "run.sh: device $device, sizes $sizes, $threads thread(s) of $ncpu, python $py" >&2
 common=(--case "$case_dir/case" --device "$device" --sizes "$sizes" --min-s "$min_s"
         --budget-s "$budget_s" --threads "$threads" $tf32)
+importable() {  # peer name, modules: emits a skipped line unless $py imports them all
+  local name="$1"; shift
+  local mods="$*"
+  if "$py" -c "import ${mods// /, }" 2>/dev/null; then return 0; fi
+  echo "run.sh: $name: skipped: $py cannot import ${mods// /, }" >&2
+  emit "{\"bench\": \"peers\", \"peer\": \"$name\", \"device\": \"$device\", \"skipped\": \"$py cannot import ${mods// /, }\"}"
+  status=1
+  return 1
+}
 for p in ${peers//,/ }; do
   case "$p" in
-    ml2o) run_one ml2o "${pin[@]}" "$tool" bench --backend "$device" --coordinates "$sizes" \
+    torch-*) importable "$p" numpy torch || continue ;;
+    jax) importable "$p" numpy jax || continue ;;
+  esac
+  case "$p" in
+    ml2o) run_one ml2o "${pin[@]}" "${engine[@]}" bench --backend "$device" --coordinates "$sizes" \
             --min-s "$min_s" ;;
     torch-eager) run_one "$p" "${pin[@]}" "$py" "$here/torch_peer.py" --mode eager "${common[@]}" ;;
     torch-compile) run_one "$p" "${pin[@]}" "$py" "$here/torch_peer.py" --mode compile "${common[@]}" ;;
