@@ -6,8 +6,9 @@
 // one coordinate advanced one optimizer step; for a gradient unroll it counts the forward and the
 // backward of that step. Timing: one warm-up call (task upload, allocations), then repeated calls
 // until at least 3 and about 1 s, the median reported: `ms_per_iter` is the wall time of one
-// Backend::unroll call (host<->device trajectory copies included), `kernel_ms` the device time of
-// its launches measured with CUDA events. With CUDA, the sweep from 8k coordinates on, the other
+// Backend::unroll call on backend-held state (task, trajectory, weights and gradient stay on the
+// device; only the T + 1 losses come back), `kernel_ms` the device time of its launches measured
+// with CUDA events. With CUDA, the sweep from 8k coordinates on, the other
 // shapes, the long evaluation and the paper's size run both unroll kernels (`kernel`: v1, v2; v2
 // uses v1's kernels for d > 128). Without a CUDA device (or build) `--backend cuda` prints
 // a message and exits 0.
@@ -134,19 +135,24 @@ double run_config_or_throw(const std::string& which, const Config& c, double* es
   OptimizerHyper hyper;
   hyper.arch = c.arch;
   const std::vector<float> w = init_optimizer(hyper, 1).weights;
-  const Task<float> task = make_task(spec_of(c.family, c.d, c.instances, 2), cuda);
-  Trajectory<float> traj = start_trajectory(task.x0);
+  // Task, trajectory, weights and gradient live on the backend: a call moves no trajectory.
+  const auto task = be->upload(make_task(spec_of(c.family, c.d, c.instances, 2), cuda));
+  const auto traj = be->trajectory(*task);
+  const auto wv = upload_vector(*be, w);
+  const auto grad = be->vector(w.size());
+  const UnrollItem item{task.get(), traj.get(), wv.get(), c.mode == GradMode::none ? nullptr : grad.get()};
+  const std::span<const UnrollItem> items(&item, 1);
   const int64_t coords = c.instances * c.d;
 
   reset_peak(cuda);
-  (void)be->unroll(hyper, w, task, traj, c.T, c.mode);  // warm-up: upload, allocations
+  (void)be->unroll(hyper, items, c.T, c.mode);  // warm-up: allocations
   std::vector<double> wall, kern;
   int64_t launches = 0, memcpys = 0;
   const auto t_all = Clock::now();
   while (wall.size() < 3 || (seconds_since(t_all) < 1.0 && wall.size() < 20)) {
     const Stats before = read_stats(cuda);
     const auto t0 = Clock::now();
-    (void)be->unroll(hyper, w, task, traj, c.T, c.mode);
+    (void)be->unroll(hyper, items, c.T, c.mode);
     wall.push_back(seconds_since(t0));
     const Stats after = read_stats(cuda);
     kern.push_back(after.kernel_ms);
@@ -211,17 +217,32 @@ void run_paper_size(const std::string& which, int variant) {
   auto be = make_backend(which);
   OptimizerHyper hyper;
   const std::vector<float> w = init_optimizer(hyper, 1).weights;
-  std::vector<Task<float>> tasks;
-  std::vector<Trajectory<float>> trajs;
+  // The trainer's meta-iteration: one batched unroll of the three tasks, the mean of their
+  // gradients, an Adam step; everything stays on the backend.
+  std::vector<std::unique_ptr<BackendTask>> tasks;
+  std::vector<std::unique_ptr<BackendTrajectory>> trajs;
+  std::vector<std::unique_ptr<BackendVector>> grads;
+  std::vector<const BackendVector*> grad_ptrs;
+  const auto wv = upload_vector(*be, w);
+  const auto step_grad = be->vector(w.size());
+  const auto adam = be->adam(w.size());
+  std::vector<UnrollItem> items;
   for (double sigma : {0.1, 0.5, 1.0}) {
     TaskSpec s = spec_of(Family::lasso, 10, 128, 3);
     s.sigma = sigma;
-    tasks.push_back(make_task(s, cuda));
-    trajs.push_back(start_trajectory(tasks.back().x0));
+    tasks.push_back(be->upload(make_task(s, cuda)));
+    trajs.push_back(be->trajectory(*tasks.back()));
+    grads.push_back(be->vector(w.size()));
+    grad_ptrs.push_back(grads.back().get());
+    items.push_back(UnrollItem{tasks.back().get(), trajs.back().get(), wv.get(), grads.back().get()});
   }
+  auto meta_iteration = [&] {
+    (void)be->unroll(hyper, items, 20, GradMode::gradient_constant);
+    be->mean(*step_grad, grad_ptrs);
+    if (be->all_finite(*step_grad)) be->adam_step(*wv, *step_grad, *adam, AdamHyper{});
+  };
   reset_peak(cuda);
-  for (size_t k = 0; k < tasks.size(); ++k)
-    (void)be->unroll(hyper, w, tasks[k], trajs[k], 20, GradMode::gradient_constant);
+  meta_iteration();
   std::vector<double> wall, kern;
   int64_t launches = 0, memcpys = 0;
   const auto t_all = Clock::now();
@@ -229,10 +250,8 @@ void run_paper_size(const std::string& which, int variant) {
     const Stats before = read_stats(cuda);
     double k_ms = 0.0;
     const auto t0 = Clock::now();
-    for (size_t k = 0; k < tasks.size(); ++k) {
-      (void)be->unroll(hyper, w, tasks[k], trajs[k], 20, GradMode::gradient_constant);
-      k_ms += read_stats(cuda).kernel_ms;
-    }
+    meta_iteration();
+    k_ms += read_stats(cuda).kernel_ms;
     wall.push_back(seconds_since(t0));
     kern.push_back(k_ms);
     const Stats after = read_stats(cuda);

@@ -127,6 +127,21 @@ struct BaselineArgs {
 };
 void launch_baseline(const BaselineArgs& a, const Geometry& g, cudaStream_t s);
 
+// ---- vector ops (vector_kernels.cuh) ------------------------------------------------------------
+// One Adam update with double moments; c1, c2 = 1 - beta^t computed on the host.
+struct AdamArgs {
+  float* w;
+  const float* g;
+  double* m;
+  double* v;
+  int64_t n;
+  double lr, beta1, beta2, eps, c1, c2;
+};
+void launch_axpy(float* y, float a, const float* x, int64_t n, cudaStream_t s);
+void launch_mean(float* out, const float* const* in, int k, int64_t n, cudaStream_t s);
+void launch_finite(const float* v, int64_t n, int* all_ok, cudaStream_t s);
+void launch_adam(const AdamArgs& a, cudaStream_t s);
+
 // ---- sampler ------------------------------------------------------------------------------------
 void launch_sample_task(const TaskSpec& spec, float* A, float* b, float* x0, cudaStream_t s);
 

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -32,6 +33,7 @@
 
 #include "ml2o/backend.hpp"
 #include "ml2o/lopt.hpp"
+#include "ml2o/rng.hpp"
 #include "vectors.hpp"
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/cuda_backend.hpp"
@@ -219,7 +221,8 @@ class CudaUnroll : public ::testing::TestWithParam<UnrollCase> {};
 UnrollResult<float> gpu_unroll(const OptimizerHyper& hyper, const std::vector<float>& w,
                                const Task<float>& task, Trajectory<float>& traj, int T,
                                GradMode mode) {
-  return gpu()->unroll(hyper, w, task, traj, T, mode);
+  auto be = gpu();
+  return unroll_once(*be, hyper, w, task, traj, T, mode);
 }
 
 TEST_P(CudaSmallUnroll, MatchesCpuReference) {
@@ -295,9 +298,9 @@ TEST(CudaDeterminism, SameRunTwiceIsBitIdentical) {
       const Trajectory<float> start = start_trajectory(task.x0);
       auto be = gpu();
       Trajectory<float> t1 = start, t2 = start;
-      const auto r1 = be->unroll(hyper, w, task, t1, 20, mode);
+      const auto r1 = unroll_once(*be, hyper, w, task, t1, 20, mode);
       auto be2 = gpu();  // a fresh backend: fresh buffers, a fresh task upload
-      const auto r2 = be2->unroll(hyper, w, task, t2, 20, mode);
+      const auto r2 = unroll_once(*be2, hyper, w, task, t2, 20, mode);
       ASSERT_EQ(r1.grad.size(), r2.grad.size());
       EXPECT_EQ(0, std::memcmp(r1.grad.data(), r2.grad.data(), r1.grad.size() * sizeof(float)));
       EXPECT_EQ(r1.step_loss, r2.step_loss);
@@ -307,7 +310,7 @@ TEST(CudaDeterminism, SameRunTwiceIsBitIdentical) {
                                t1.coord.size() * sizeof(CoordState<float>)));
       // and a third time on the first backend (cached task, reused buffers)
       Trajectory<float> t3 = start;
-      const auto r3 = be->unroll(hyper, w, task, t3, 20, mode);
+      const auto r3 = unroll_once(*be, hyper, w, task, t3, 20, mode);
       EXPECT_EQ(0, std::memcmp(r1.grad.data(), r3.grad.data(), r1.grad.size() * sizeof(float)));
     }
   }
@@ -325,7 +328,7 @@ TEST(CudaDeterminism, ConsecutiveUnrollsContinueTheTrajectory) {
     Trajectory<float> tg = start_trajectory(task.x0), tc = tg;
     auto be = gpu();
     for (int u = 0; u < 2; ++u) {
-      const auto rg = be->unroll(hyper, w, task, tg, 10, GC);
+      const auto rg = unroll_once(*be, hyper, w, task, tg, 10, GC);
       const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 10, GC);
       EXPECT_EQ(tg.k, tc.k);
       EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4) << "unroll " << u;
@@ -334,26 +337,36 @@ TEST(CudaDeterminism, ConsecutiveUnrollsContinueTheTrajectory) {
   }
 }
 
-TEST(CudaDeterminism, ChangedTaskContentIsReuploaded) {
+// The vector operations of a meta-step run on the device and must equal the CPU backend's bit
+// for bit (both round every operation, no FMA contraction).
+TEST(CudaVectorOps, BitIdenticalToTheCpuBackend) {
   ML2O_REQUIRE_CUDA();
-  for (const int v : kVariants) {
-    SCOPED_TRACE("kernel v" + std::to_string(v));
-    VariantScope scope(v);
-    // The task cache is keyed by content: editing A in place must not reuse the stale upload.
-    OptimizerHyper hyper;
-    const std::vector<float> w = init_optimizer(hyper, 9).weights;
-    Task<float> task = sample_task<float>(spec_for(QU, 5, 20, 10));
-    const Trajectory<float> start = start_trajectory(task.x0);
-    auto be = gpu();
-    Trajectory<float> t0 = start;
-    (void)be->unroll(hyper, w, task, t0, 5, GC);
-    for (float& a : task.A) a *= 2.0f;
-    Trajectory<float> tg = start, tc = start;
-    const auto rg = be->unroll(hyper, w, task, tg, 5, GC);
-    const auto rc = unroll_cpu(hyper, w, view_of(task), tc, 5, GC);
-    EXPECT_LE(nerr(rg.step_loss, rc.step_loss), 1e-5);
-    EXPECT_LE(nerr(rg.grad, rc.grad), 1e-4);
-  }
+  auto g = gpu();
+  auto c = make_cpu_backend();
+  const size_t n = 6641;
+  std::vector<std::vector<float>> in(3, std::vector<float>(n));
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t p = 0; p < n; ++p) in[i][p] = float(normal01(40 + i, Stream::minibatch, 0, p));
+  auto run = [&](Backend& be) {
+    std::vector<std::unique_ptr<BackendVector>> v;
+    std::vector<const BackendVector*> ptrs;
+    for (const auto& x : in) {
+      v.push_back(upload_vector(be, x));
+      ptrs.push_back(v.back().get());
+    }
+    auto mean = be.vector(n);
+    be.mean(*mean, ptrs);
+    be.axpy(*v[0], -1e-3f, *mean);
+    auto adam = be.adam(n);
+    for (int k = 0; k < 3; ++k) be.adam_step(*v[1], *mean, *adam, AdamHyper{});
+    EXPECT_TRUE(be.all_finite(*v[1]));
+    return std::vector<std::vector<float>>{mean->read(), v[0]->read(), v[1]->read()};
+  };
+  const auto rg = run(*g), rc = run(*c);
+  for (size_t i = 0; i < rg.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(rg[i].data(), rc[i].data(), n * sizeof(float))) << "output " << i;
+  auto bad = upload_vector(*g, std::vector<float>{1.0f, std::numeric_limits<float>::infinity()});
+  EXPECT_FALSE(g->all_finite(*bad));
 }
 
 // ---- the reference vectors (autodiff, float64) through the GPU in float32 -------------------------
@@ -373,7 +386,7 @@ TEST_P(CudaVectors, MatchTheAutodiffMetaGradients) {
       const char* setting = mode == GC ? "gradient_as_constant" : "second_derivatives";
       const auto& e = c.j.at("expected").at(setting);
       Trajectory<float> tg = start, tf = start;
-      const auto rg = be->unroll(c.hyper, w, task, tg, c.T, mode);
+      const auto rg = unroll_once(*be, c.hyper, w, task, tg, c.T, mode);
       const auto rf = unroll_cpu(c.hyper, w, view_of(task), tf, c.T, mode);
       const std::vector<double> want = c.flat_grad(e.at("grad"));
       const double want_loss = e.at("meta_loss").get<double>();
@@ -530,11 +543,11 @@ TEST(CudaBackend, RejectsDimensionsThatDoNotFitABlock) {
   const Task<float> task = sample_task<float>(spec_for(RA, 513, 2, 1));
   Trajectory<float> tr = start_trajectory(task.x0);
   auto be = gpu();
-  EXPECT_THROW(be->unroll(hyper, w, task, tr, 2, GC), std::runtime_error);
+  EXPECT_THROW(unroll_once(*be, hyper, w, task, tr, 2, GC), std::runtime_error);
   std::vector<float> short_w(10, 0.0f);
   const Task<float> ok = sample_task<float>(spec_for(LA, 4, 2, 1));
   Trajectory<float> tr2 = start_trajectory(ok.x0);
-  EXPECT_THROW(be->unroll(hyper, short_w, ok, tr2, 2, GC), std::invalid_argument);
+  EXPECT_THROW(unroll_once(*be, hyper, short_w, ok, tr2, 2, GC), std::invalid_argument);
 }
 
 }  // namespace
@@ -597,6 +610,7 @@ inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dsub_rn(double a, double b) { return a - b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 namespace ml2o::cuda {
+using std::isfinite;
 using std::min;
 namespace {
 alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks run one at a time)
@@ -607,6 +621,7 @@ alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks r
 #include "../kernels/sampler_kernels.cuh"
 #include "../kernels/unroll_kernels.cuh"
 #include "../kernels/unroll_v2_kernels.cuh"
+#include "../kernels/vector_kernels.cuh"
 
 #undef threadIdx
 #undef blockIdx
@@ -812,6 +827,50 @@ TEST(KernelEmulation, BaselinesMatchCpu) {
             << baseline_name(kind) << " on " << family_name(s.family) << " step " << t;
     }
   }
+}
+
+// The vector kernels (vector_kernels.cuh) against the CPU backend: bit-identical, since both round
+// every operation (the emulation's __fadd_rn etc. are the host's plain IEEE operations).
+TEST(KernelEmulation, VectorKernelsMatchTheCpuBackendBitForBit) {
+  const int64_t n = 300;  // two blocks of 256 threads, the second partial
+  const int threads = 256, blocks = int((n + threads - 1) / threads);
+  std::vector<std::vector<float>> in(3, std::vector<float>(n));
+  for (size_t i = 0; i < 3; ++i)
+    for (int64_t p = 0; p < n; ++p) in[i][p] = float(normal01(70 + i, Stream::minibatch, 0, p));
+  auto cpu = make_cpu_backend();
+  std::vector<std::unique_ptr<BackendVector>> v;
+  std::vector<const BackendVector*> ptrs;
+  for (const auto& x : in) {
+    v.push_back(upload_vector(*cpu, x));
+    ptrs.push_back(v.back().get());
+  }
+  auto mean = cpu->vector(n);
+  cpu->mean(*mean, ptrs);
+  cpu->axpy(*v[0], -1e-3f, *mean);
+  auto adam = cpu->adam(n);
+  const AdamHyper h;
+  for (int k = 0; k < 2; ++k) cpu->adam_step(*v[1], *mean, *adam, h);
+
+  std::vector<float> m(n), y = in[0], w = in[1];
+  const float* in_ptrs[3] = {in[0].data(), in[1].data(), in[2].data()};
+  emulate_launch(blocks, threads, [&] { cuda::mean_kernel(m.data(), in_ptrs, 3, n); });
+  emulate_launch(blocks, threads, [&] { cuda::axpy_kernel(y.data(), -1e-3f, m.data(), n); });
+  std::vector<double> am(n, 0.0), av(n, 0.0);
+  for (int t = 1; t <= 2; ++t) {
+    const AdamCorrection c = adam_correction(h, t);
+    const cuda::AdamArgs a{w.data(), m.data(), am.data(), av.data(), n, h.lr, h.beta1, h.beta2, h.eps, c.c1, c.c2};
+    emulate_launch(blocks, threads, [&] { cuda::adam_kernel(a); });
+  }
+  EXPECT_EQ(m, mean->read());
+  EXPECT_EQ(y, v[0]->read());
+  EXPECT_EQ(w, v[1]->read());
+  EXPECT_EQ(am, adam->read().m);
+  int ok = 1;
+  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &ok); });
+  EXPECT_EQ(ok, 1);
+  w[n - 1] = std::numeric_limits<float>::quiet_NaN();
+  emulate_launch(blocks, threads, [&] { cuda::finite_kernel(w.data(), n, &ok); });
+  EXPECT_EQ(ok, 0);
 }
 
 TEST(KernelEmulation, SamplerIndexesLikeTheCpu) {

@@ -3,13 +3,23 @@
 
 #include <cmath>
 
+#include "ml2o/io.hpp"
 #include "ml2o/meta.hpp"
+#include "ml2o/protocol.hpp"
 
 namespace ml2o {
 namespace {
 
-Config tiny_config() {
-  Config cfg;
+struct TinyConfig {
+  OptimizerHyper optimizer;
+  TrainConfig train;
+  Ml2oConfig ml2o;
+  AdaptConfig adapt;
+  EvalConfig eval;
+};
+
+TinyConfig tiny_config() {
+  TinyConfig cfg;
   TaskSpec t;
   t.family = Family::lasso;
   t.dim = 3;
@@ -43,8 +53,10 @@ TEST(Trainer, CheckpointRoundTripIsExact) {
   TrainerState st = make_trainer(Method::ml2o, cfg.optimizer, 1);
   int steps = 0;
   TrainHooks hooks;
-  hooks.after_step = [&](const TrainerState&) { return ++steps < 4; };  // stop mid-training
-  EXPECT_FALSE(train(cfg, *backend, st, hooks));
+  hooks.after_step = [&](const TrainerState&) {  // stop mid-training
+    return ++steps < 4 ? StepAction::go_on : StepAction::save_and_stop;
+  };
+  EXPECT_FALSE(train(cfg.train, cfg.ml2o, *backend, st, hooks));
   ASSERT_FALSE(st.trajs.empty());
   const std::string bytes = trainer_to_bytes(st, 42);
   const TrainerState back = trainer_from_bytes(bytes, "mem", 42);
@@ -64,19 +76,64 @@ TEST(Trainer, CheckpointRoundTripIsExact) {
   EXPECT_THROW(trainer_from_bytes(bytes.substr(0, bytes.size() - 9), "mem", 42), FormatError);
 }
 
+// The trainer's batched M-L2O meta-step (backend vectors) against the host reference template
+// ml2o_task_gradient per task, averaged and applied with adam_update: bit-identical on the CPU.
+TEST(Trainer, Ml2oStepEqualsTheReferenceTemplate) {
+  for (MetaGradient order : {MetaGradient::first_order, MetaGradient::second_order}) {
+    auto cfg = tiny_config();
+    TaskSpec t2 = cfg.train.tasks[0];
+    t2.sigma = 0.5;
+    t2.seed = 4;
+    cfg.train.tasks.push_back(t2);
+    cfg.ml2o = Ml2oConfig{2, 0.01, order};
+    auto backend = make_cpu_backend();
+    TrainerState st = make_trainer(Method::ml2o, cfg.optimizer, 1);
+    st.has_best = true;  // no stage-0 evaluation: the first thing done is a meta-step
+    st.best_weights = st.opt.weights;
+    const std::vector<float> w0 = st.opt.weights;
+    TrainHooks hooks;
+    hooks.after_step = [](const TrainerState&) { return StepAction::save_and_stop; };
+    ASSERT_FALSE(train(cfg.train, cfg.ml2o, *backend, st, hooks));
+
+    std::vector<float> grad(w0.size(), 0.0f);
+    const GradMode mode = cfg.train.grad_mode;
+    for (size_t i = 0; i < cfg.train.tasks.size(); ++i) {
+      const Task<float> task = sample_task<float>(training_batch_spec(cfg.train.tasks[i], 0, i, 0));
+      Trajectory<float> traj = start_trajectory(task.x0);
+      auto unroll_fn = [&](const std::vector<float>& w, Trajectory<float>& tr, int n, GradMode m) {
+        return unroll_cpu(cfg.optimizer, w, view_of(task), tr, n, m);
+      };
+      auto hvp_fn = [&](const std::vector<float>& w, const Trajectory<float>& tr, int n,
+                        const std::vector<float>& v) {
+        return hvp_dual(cfg.optimizer, w, task, tr, n, v, mode);
+      };
+      const auto r = ml2o_task_gradient(w0, traj, cfg.train.unroll, cfg.ml2o, mode, unroll_fn, hvp_fn);
+      for (size_t p = 0; p < grad.size(); ++p) grad[p] += r.meta_grad[p] / float(cfg.train.tasks.size());
+      ASSERT_EQ(st.trajs[i].x, traj.x) << "task " << i;  // the support segment's end is committed
+    }
+    std::vector<float> want = w0;
+    AdamState adam;
+    adam_update(want, grad, adam, AdamHyper{cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.eps});
+    EXPECT_EQ(st.opt.weights, want) << meta_gradient_name(order);
+    EXPECT_EQ(st.adam.m, adam.m);
+  }
+}
+
 TEST(Trainer, StoppedAndContinuedEqualsUninterrupted) {
   auto cfg = tiny_config();
   auto backend = make_cpu_backend();
   TrainerState full = make_trainer(Method::l2o, cfg.optimizer, 1);
-  ASSERT_TRUE(train(cfg, *backend, full, {}));
+  ASSERT_TRUE(train(cfg.train, cfg.ml2o, *backend, full, {}));
   for (int stop_after : {1, 3, 7}) {
     TrainerState st = make_trainer(Method::l2o, cfg.optimizer, 1);
     int n = 0;
     TrainHooks hooks;
-    hooks.after_step = [&](const TrainerState&) { return ++n < stop_after; };
-    ASSERT_FALSE(train(cfg, *backend, st, hooks));
+    hooks.after_step = [&](const TrainerState&) {
+      return ++n < stop_after ? StepAction::go_on : StepAction::save_and_stop;
+    };
+    ASSERT_FALSE(train(cfg.train, cfg.ml2o, *backend, st, hooks));
     TrainerState resumed = trainer_from_bytes(trainer_to_bytes(st, 1), "mem", 1);
-    ASSERT_TRUE(train(cfg, *backend, resumed, {}));
+    ASSERT_TRUE(train(cfg.train, cfg.ml2o, *backend, resumed, {}));
     EXPECT_EQ(resumed.opt.weights, full.opt.weights) << "stopped after " << stop_after;
     EXPECT_EQ(resumed.eval_history, full.eval_history);
   }
@@ -86,7 +143,7 @@ TEST(Trainer, CurriculumEvaluatesAndRestoresTheBestWeights) {
   auto cfg = tiny_config();
   auto backend = make_cpu_backend();
   TrainerState st = make_trainer(Method::l2o, cfg.optimizer, 1);
-  ASSERT_TRUE(train(cfg, *backend, st, {}));
+  ASSERT_TRUE(train(cfg.train, cfg.ml2o, *backend, st, {}));
   EXPECT_TRUE(st.finished);
   EXPECT_LE(st.epoch, cfg.train.max_epochs);
   // One baseline evaluation per stage entered plus one per epoch (eval_every = 1).
@@ -107,7 +164,7 @@ TEST(Trainer, NonFiniteStepsAreSkippedCountedAndStopTheRun) {
   st.has_best = true;  // skip the stage baseline so the first thing done is a meta-step
   st.best_weights = w0;
   try {
-    train(cfg, *backend, st, {});
+    train(cfg.train, cfg.ml2o, *backend, st, {});
     FAIL() << "expected DivergenceError";
   } catch (const DivergenceError& e) {
     EXPECT_NE(std::string(e.what()).find("consecutive"), std::string::npos);
@@ -121,13 +178,17 @@ TEST(Adapt, ZeroStepsKeepTheWeightsAndKStepsChangeThem) {
   auto cfg = tiny_config();
   auto backend = make_cpu_backend();
   const auto opt = init_optimizer(cfg.optimizer, 2);
-  const auto task = sample_task<float>(cfg.eval.task);
-  EXPECT_EQ(adapt(cfg, *backend, opt, task, 0).opt.weights, opt.weights);
-  const auto a = adapt(cfg, *backend, opt, task, 5);
+  const auto task = backend->upload(sample_task<float>(cfg.eval.task));
+  const AdaptPlan plan{AdamHyper{}, cfg.adapt.unroll, cfg.adapt.trajectory, GradMode::gradient_constant};
+  EXPECT_EQ(adapt(*backend, plan, opt, {task.get()}, 0)[0].opt.weights, opt.weights);
+  const auto a = adapt(*backend, plan, opt, {task.get()}, 5)[0];
   EXPECT_NE(a.opt.weights, opt.weights);
   EXPECT_EQ(a.skipped, 0);
-  // Deterministic.
-  EXPECT_EQ(adapt(cfg, *backend, opt, task, 5).opt.weights, a.opt.weights);
+  // Deterministic, and each task of a batch adapts as it would alone.
+  const auto other = backend->upload(sample_task<float>(seed_offset_spec(cfg.eval.task, 1)));
+  const auto both = adapt(*backend, plan, opt, {other.get(), task.get()}, 5);
+  EXPECT_EQ(both[1].opt.weights, a.opt.weights);
+  EXPECT_NE(both[0].opt.weights, a.opt.weights);
 }
 
 TEST(Evaluate, ReturnsStepsPlusOneObjectivesStartingAtX0) {
@@ -135,7 +196,11 @@ TEST(Evaluate, ReturnsStepsPlusOneObjectivesStartingAtX0) {
   auto backend = make_cpu_backend();
   const auto opt = init_optimizer(cfg.optimizer, 2);
   const auto task = sample_task<float>(cfg.eval.task);
-  const auto curve = evaluate(*backend, opt, task, 30);
+  const auto held = backend->upload(task);
+  const auto curves = evaluate(*backend, {opt}, {held.get(), held.get()}, 30);
+  ASSERT_EQ(curves.size(), 2u);
+  EXPECT_EQ(curves[0], curves[1]);
+  const auto& curve = curves[0];
   ASSERT_EQ(curve.size(), 31u);
   EXPECT_NEAR(curve[0], mean_objective(view_of(task), task.x0.data()), 1e-6 * std::abs(curve[0]));
 }

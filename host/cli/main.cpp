@@ -212,7 +212,8 @@ int main(int argc, char** argv) {
                           " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
       auto be = make_backend(cfg.run.backend);
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
-      const AdaptResult r = adapt(cfg, *be, start, adapt_task(cfg, src, seed_index), K);
+      const auto task = be->upload(adapt_task(cfg, src, seed_index));
+      const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
       save_params(out_file, r.opt);
       std::cerr << "[ml2o] adapted with K = " << K << " on " << source_s << " instances (seed index "
                 << seed_index << "), " << r.skipped << " skipped updates; wrote " << out_file << "\n";
@@ -224,8 +225,13 @@ int main(int argc, char** argv) {
       const LearnedOptimizer opt = load_params(params_path);
       auto be = make_backend(cfg.run.backend);
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
-      std::vector<std::vector<double>> curves;
-      for (int s = 0; s < cfg.eval.seeds; ++s) curves.push_back(evaluate(*be, opt, test_task(cfg, s), n));
+      std::vector<std::unique_ptr<BackendTask>> tasks;
+      std::vector<const BackendTask*> task_ptrs;
+      for (int s = 0; s < cfg.eval.seeds; ++s) {
+        tasks.push_back(be->upload(test_task(cfg, s)));
+        task_ptrs.push_back(tasks.back().get());
+      }
+      const auto curves = evaluate(*be, {opt}, task_ptrs, n);
       fs::create_directories(out_dir);
       write_file_atomic((fs::path(out_dir) / "curves.csv").string(), csv_curve(curves));
       const CurveStats cs = summarise_curves(curves);

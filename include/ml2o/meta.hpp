@@ -1,49 +1,34 @@
 // Meta-training concepts, kept apart as in google/learned_optimization:
-//   - the outer optimizer (Adam on the weights) and its state,
-//   - meta-gradient estimators: plain truncated BPTT (SPEC 4) and M-L2O (SPEC 5, first or exact
-//     second order),
-//   - the trainer (epochs, curriculum, evaluation, early stopping; SPEC 4) whose whole state is
-//     plain data that is checkpointed and resumed bit-identically,
+//   - the outer optimizer (Adam on the weights, adam.hpp),
+//   - meta-gradient estimators: plain truncated BPTT and M-L2O (first or exact second order),
+//     written once as a host reference over any scalar (ml2o_task_gradient) and once over backend
+//     state for production (the trainer), which tests hold to each other,
+//   - the trainer (epochs, curriculum, evaluation, early stopping) whose whole state is plain data
+//     (TrainerState) that is checkpointed and resumed bit-identically,
 //   - test-time adaptation (K Adam updates) and evaluation (frozen weights).
+// Every function takes the config sections it uses (settings.hpp), never the whole Config.
 #pragma once
-#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "ml2o/adam.hpp"
 #include "ml2o/backend.hpp"
-#include "ml2o/config.hpp"
-#include "ml2o/dual.hpp"
 #include "ml2o/lopt.hpp"
+#include "ml2o/seeds.hpp"
+#include "ml2o/settings.hpp"
 
 namespace ml2o {
 
-// Seeds of every stage derive from the run seed and the stage's coordinates (splitmix64 mixing).
-uint64_t derive_seed(uint64_t base, uint64_t role, uint64_t a = 0, uint64_t b = 0);
-namespace role {
-constexpr uint64_t init = 1, train_task = 2, train_eval = 3, vanilla_init = 4;
-}
-
-struct AdamState {
-  std::vector<double> m, v;
-  int64_t t = 0;
-};
-struct AdamHyper {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-};
-void adam_update(std::vector<float>& w, const std::vector<float>& grad, AdamState& st,
-                 const AdamHyper& h);
-
-bool all_finite(const std::vector<float>& v);
-
-// ---- M-L2O meta-gradient for one task (SPEC 5) ----------------------------------------------
-// unroll_fn(w, traj, T, mode) runs an unroll (any backend, any precision); hvp_fn(w, traj, T, v)
-// returns (d^2 L_support / dw^2) v at weights w from the (uncommitted) start state traj.
+// ---- M-L2O meta-gradient of one task: the host reference over any scalar --------------------
+// unroll_fn(w, traj, T, mode) runs an unroll (any precision); hvp_fn(w, traj, T, v) returns
+// (d^2 L_support / dw^2) v at weights w from the (uncommitted) start state traj.
 template <class S> struct Ml2oTaskResult {
   S support_loss = S(0), query_loss = S(0);
   std::vector<S> meta_grad;  // the gradient applied to the unadapted weights
-  bool finite = true;
 };
 
 template <class S, class UnrollFn, class HvpFn>
@@ -76,27 +61,13 @@ Ml2oTaskResult<S> ml2o_task_gradient(const std::vector<S>& w, Trajectory<S>& tra
   return out;
 }
 
-// Exact Hessian-vector product of the support meta-loss by forward-over-reverse (Dual<double>):
-// the BPTT pass run on dual numbers whose weight tangents are v.
-template <class S, class TaskScalar>
-std::vector<S> hvp_dual(const OptimizerHyper& hyper, const std::vector<S>& w,
-                        const Task<TaskScalar>& task, const Trajectory<S>& start, int T,
-                        const std::vector<S>& v, GradMode mode) {
-  using D = Dual<double>;
-  std::vector<D> wd(w.size());
-  for (size_t p = 0; p < w.size(); ++p) wd[p] = D(double(w[p]), double(v[p]));
-  const Task<D> td = cast_task<D>(task);
-  Trajectory<D> traj = cast_trajectory<D>(start);
-  const auto r = unroll_cpu(hyper, wd, view_of(td), traj, T, mode);
-  std::vector<S> out(w.size());
-  for (size_t p = 0; p < w.size(); ++p) out[p] = S(r.grad[p].d);
-  return out;
-}
-
-// ---- Trainer (SPEC 4 curriculum; plain L2O or M-L2O) -------------------------------------------
+// ---- Trainer (curriculum; plain L2O or M-L2O) -------------------------------------------------
 enum class Method { l2o, ml2o };
 const char* method_name(Method m);
 
+// Everything training needs to continue, as plain host data. While train() runs, the weights,
+// Adam moments, best weights and trajectories live on the backend; they are written back here
+// before every save and when train() returns.
 struct TrainerState {
   Method method = Method::l2o;
   LearnedOptimizer opt;        // current weights
@@ -121,35 +92,53 @@ struct TrainerState {
 
 TrainerState make_trainer(Method method, const OptimizerHyper& hyper, uint64_t init_seed);
 
-// Called after every meta-step: may checkpoint; returns false to stop (interrupted).
+// What the trainer does after a meta-step or an evaluation.
+enum class StepAction { go_on, save, save_and_stop };
+
 struct TrainHooks {
+  // Counters and histories are current; the backend-held fields are not (see TrainerState).
   std::function<void(const TrainerState&, const std::string& status)> progress;
-  std::function<bool(const TrainerState&)> after_step;  // false: stop now (state is consistent)
+  std::function<StepAction(const TrainerState&)> after_step;
+  std::function<void(const TrainerState&)> save;  // a complete, consistent state
 };
 
-// Runs (or continues) training until finished, max_epochs, or a hook asks to stop. Returns true
-// when finished. Throws DivergenceError when non-finite steps persist.
 struct DivergenceError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-bool train(const Config& cfg, Backend& backend, TrainerState& st, const TrainHooks& hooks);
+
+// Runs (or continues) training until finished, max_epochs, or a hook asks to stop. Returns true
+// when finished. Throws DivergenceError when non-finite steps persist. `ml2o` is used by
+// Method::ml2o only. A second-order M-L2O run needs the backend's hvp (see caps()).
+bool train(const TrainConfig& tc, const Ml2oConfig& ml2o, Backend& backend, TrainerState& st,
+           const TrainHooks& hooks);
 
 std::string trainer_to_bytes(const TrainerState& st, uint64_t config_hash);
 TrainerState trainer_from_bytes(const std::string& bytes, const std::string& source,
                                 uint64_t config_hash);
 
-// ---- Adaptation and evaluation (SPEC 6) ---------------------------------------------------------
+// ---- Adaptation and evaluation --------------------------------------------------------------------
+// How test-time adaptation runs: Adam on the weights, unrolls of `unroll` steps over trajectories
+// of `trajectory` steps that restart from the task's x0.
+struct AdaptPlan {
+  AdamHyper adam;
+  int unroll = 20;
+  int trajectory = 100;
+  GradMode mode = GradMode::gradient_constant;
+};
+
 struct AdaptResult {
   LearnedOptimizer opt;
-  int64_t skipped = 0;
+  int64_t skipped = 0;  // non-finite updates skipped (the trajectory restarts from x0)
 };
-// K Adam updates of the weights on `task`, unroll cfg.adapt.unroll over cfg.adapt.trajectory-step
-// trajectories that restart from task.x0.
-AdaptResult adapt(const Config& cfg, Backend& backend, const LearnedOptimizer& start,
-                  const Task<float>& task, int K);
 
-// Frozen weights, `steps` steps from task.x0: steps + 1 mean objectives.
-std::vector<double> evaluate(Backend& backend, const LearnedOptimizer& opt, const Task<float>& task,
-                             int steps);
+// K Adam updates of `start` on every task independently (one batched unroll per update).
+std::vector<AdaptResult> adapt(Backend& backend, const AdaptPlan& plan,
+                               const LearnedOptimizer& start,
+                               const std::vector<const BackendTask*>& tasks, int K);
+
+// Frozen weights, `steps` steps from each task's x0: steps + 1 mean objectives per task. opts has
+// one optimizer per task, or one for all.
+std::vector<std::vector<double>> evaluate(Backend& backend, const std::vector<LearnedOptimizer>& opts,
+                                          const std::vector<const BackendTask*>& tasks, int steps);
 
 }  // namespace ml2o

@@ -1,4 +1,4 @@
-// The paper's protocol (SPEC 6) as one resumable run, and its stages as separate commands.
+// The paper's protocol as one resumable run, and its stages as separate commands.
 //
 // Output directory layout:
 //   config.toml            the config the run was started with (resume refuses another)
@@ -12,11 +12,14 @@
 //   plot.png (+ plot_K<k>.png, plot.gp, plot_data_K<k>.tsv)  log-scale objective vs step
 #pragma once
 #include <atomic>
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "ml2o/backend.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/meta.hpp"
+#include "ml2o/progress.hpp"
 
 namespace ml2o {
 
@@ -32,21 +35,6 @@ struct RunOptions {
   bool resume = false;
   double checkpoint_every_s = 30.0;  // 0: after every meta-step
   std::string command_line;          // how to resume, for messages
-};
-
-// Progress on stderr: a live line on a terminal, periodic plain lines otherwise.
-class Progress {
- public:
-  explicit Progress(bool quiet = false);
-  void stage(const std::string& name);
-  void update(const std::string& text, double fraction_done);  // fraction in [0, 1] or < 0
-  void line(const std::string& text);  // always printed
-  void finish_line();
-
- private:
-  bool tty_, quiet_;
-  std::string stage_;
-  double stage_start_, last_print_ = -1e9;
 };
 
 // Trains one method (creating or resuming <out>/checkpoints/<method>.ckpt) and writes
@@ -66,6 +54,9 @@ uint64_t config_hash(const Config& cfg);
 size_t estimate_host_bytes(const Config& cfg);
 void check_fits_in_memory(const Config& cfg);
 std::string engine_version();
+
+// The settings of test-time adaptation, from the config's [adapt] and [train] sections.
+AdaptPlan adapt_plan(const Config& cfg);
 
 // Which instances an arm adapts on, and which it is tested on, for evaluation seed s.
 Task<float> test_task(const Config& cfg, int seed_index);

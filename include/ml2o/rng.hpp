@@ -16,6 +16,8 @@ enum class Stream : uint32_t {
   start_x = 3,
   weights = 4,
   minibatch = 5,
+  dataset_split = 6,
+  mlp_init = 7,
 };
 
 struct Philox {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ml2o/cell.hpp"
+#include "ml2o/dual.hpp"
 #include "ml2o/optimizee.hpp"
 
 namespace ml2o {
@@ -59,6 +60,24 @@ template <class S> struct UnrollResult {
 template <class S>
 UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
                            const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode);
+
+// Exact Hessian-vector product of the meta-loss of a T-step unroll from `start` by
+// forward-over-reverse: the BPTT pass run on Dual<double> whose weight tangents are v. The CPU
+// reference of Backend::hvp, in any precision S of the weights.
+template <class S, class TaskScalar>
+std::vector<S> hvp_dual(const OptimizerHyper& hyper, const std::vector<S>& w,
+                        const Task<TaskScalar>& task, const Trajectory<S>& start, int T,
+                        const std::vector<S>& v, GradMode mode) {
+  using D = Dual<double>;
+  std::vector<D> wd(w.size());
+  for (size_t p = 0; p < w.size(); ++p) wd[p] = D(double(w[p]), double(v[p]));
+  const Task<D> td = cast_task<D>(task);
+  Trajectory<D> traj = cast_trajectory<D>(start);
+  const auto r = unroll_cpu(hyper, wd, view_of(td), traj, T, mode);
+  std::vector<S> out(w.size());
+  for (size_t p = 0; p < w.size(); ++p) out[p] = S(r.grad[p].d);
+  return out;
+}
 
 // Instances per work chunk: a function of d only, so the reduction order (and the result) does
 // not depend on the number of threads.

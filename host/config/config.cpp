@@ -19,27 +19,13 @@
 #include <toml++/toml.h>
 
 #include "ml2o/lopt.hpp"
+#include "ml2o/seeds.hpp"
 
 namespace ml2o {
 
 namespace {
 
-// ---- derived seeds (documented in configs/README.md) ---------------------------------------------
-// A task table without `seed` gets (run.seed * 1000003 + C) mod 2^63, with C per role:
-//   eval.task   C = 100000          (evaluation s uses task.seed + s, s < eval.seeds <= 1000)
-//   adapt.task  C = 200000          (when [adapt.task] is given without a seed)
-//   train task  C = 300000 + 10000 * i   (i = index after sigma lists are expanded)
-// Without [adapt.task], D_adapt is the eval task with seed eval.task.seed + 1000.
-// A task table with an explicit `seed` s and a sigma list of n values gets s, s+1, ..., s+n-1.
-// Seeds stay below 2^63 so that the resolved config can be written back as TOML integers.
-constexpr uint64_t kSeedMul = 1000003;
-constexpr uint64_t kSeedEval = 100000;
-constexpr uint64_t kSeedAdapt = 200000;
-constexpr uint64_t kSeedTrain = 300000;
-constexpr uint64_t kSeedTrainStride = 10000;
-constexpr uint64_t kAdaptFromEval = 1000;
-constexpr uint64_t kSeedMask = (uint64_t{1} << 63) - 1;
-
+// Default seeds of task tables come from ml2o/seeds.hpp (every seed of a run is derived there).
 constexpr int64_t kMaxInstances = 10'000'000;
 constexpr double kMemoryLimitBytes = 16.0 * 1024 * 1024 * 1024;  // instances * dim^2 * 4 bytes
 constexpr int64_t kIntMax = std::numeric_limits<int>::max();
@@ -47,7 +33,6 @@ constexpr size_t kMaxListLength = 1000;
 constexpr size_t kMaxTrainTasks = 1000;
 constexpr size_t kMaxFileBytes = 16u << 20;
 
-uint64_t seed_mod(uint64_t v) { return v & kSeedMask; }
 
 struct Where {
   uint32_t line = 0, col = 0;
@@ -580,7 +565,7 @@ ParsedTask parse_task(Parser& p, const Tab& tab, bool allow_sigma_list) {
     for (size_t i = 0; i < sigmas.size(); ++i) {
       TaskSpec e = s;
       e.sigma = sigmas[i];
-      if (out.seed_given) e.seed = seed_mod(s.seed + i);
+      if (out.seed_given) e.seed = sigma_list_seed(s.seed, i);
       out.specs.push_back(e);
     }
   }
@@ -702,7 +687,7 @@ Config parse_document(const toml::table& doc, const std::string& source) {
       ParsedTask pt = parse_task(p, tt, /*allow_sigma_list=*/true);
       for (TaskSpec& s : pt.specs) {
         if (!pt.seed_given)
-          s.seed = seed_mod(cfg.run.seed * kSeedMul + kSeedTrain + kSeedTrainStride * tr.tasks.size());
+          s.seed = default_train_task_seed(cfg.run.seed, tr.tasks.size());
         tr.tasks.push_back(s);
         if (tr.tasks.size() > kMaxTrainTasks)
           p.fail_key(tt.at, path, "more than " + std::to_string(kMaxTrainTasks) +
@@ -785,16 +770,16 @@ Config parse_document(const toml::table& doc, const std::string& source) {
   {
     ParsedTask pt = parse_task(p, et, false);
     cfg.eval.task = pt.specs.front();
-    if (!pt.seed_given) cfg.eval.task.seed = seed_mod(cfg.run.seed * kSeedMul + kSeedEval);
+    if (!pt.seed_given) cfg.eval.task.seed = default_eval_task_seed(cfg.run.seed);
   }
   const Tab adt = p.sub(ad, "task");
   if (adt.t) {
     ParsedTask pt = parse_task(p, adt, false);
     ac.task = pt.specs.front();
-    if (!pt.seed_given) ac.task.seed = seed_mod(cfg.run.seed * kSeedMul + kSeedAdapt);
+    if (!pt.seed_given) ac.task.seed = default_adapt_task_seed(cfg.run.seed);
   } else {
     ac.task = cfg.eval.task;
-    ac.task.seed = seed_mod(cfg.eval.task.seed + kAdaptFromEval);
+    ac.task.seed = adapt_seed_from_eval(cfg.eval.task.seed);
   }
 
   // [baselines]
