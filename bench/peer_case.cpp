@@ -17,9 +17,10 @@
 // too, so that every tensor of the check is non-zero.
 //
 // bench prints one JSON line per size: coordinates = instances * D with instances =
-// floor(C / D); one call = Backend::unroll with the meta-gradient from a fresh trajectory (reset
-// outside the timed region); one warm-up call, then calls until >= 3 and >= min-s seconds; the
-// median is reported.
+// floor(C / D); one call = Backend::unroll with the meta-gradient of one task from a fresh
+// trajectory (restarted outside the timed region; task, weights and gradient stay on the backend,
+// as the peers' stay on their device); one warm-up call, then calls until >= 3 and >= min-s
+// seconds; the median is reported.
 #include <omp.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -121,6 +123,27 @@ TaskSpec lasso_spec(int d, int64_t instances, uint64_t seed, double sigma) {
   return s;
 }
 
+// One meta-gradient unroll of a task on a backend, from a fresh trajectory each time: the task,
+// trajectory, weights and gradient live on the backend (device memory for CUDA) between calls.
+struct EngineCall {
+  const OptimizerHyper hyper;
+  Backend& be;
+  std::unique_ptr<BackendTask> task;
+  std::unique_ptr<BackendTrajectory> traj;
+  std::unique_ptr<BackendVector> w, grad;
+
+  EngineCall(Backend& b, const std::vector<float>& weights, const Task<float>& t)
+      : be(b), task(b.upload(t)), traj(b.trajectory(*task)), w(b.vector(weights.size())),
+        grad(b.vector(weights.size())) {
+    w->write(weights);
+  }
+  void restart() const { traj->restart(); }  // x0, zero state, k = 1
+  UnrollLoss run(int T) const {
+    const UnrollItem item{task.get(), traj.get(), w.get(), grad.get()};
+    return be.unroll(hyper, std::span<const UnrollItem>(&item, 1), T, GradMode::gradient_constant)[0];
+  }
+};
+
 int run_export(const fs::path& out, int64_t N, int d, int T, uint64_t seed, double sigma) {
   if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)))
     throw UsageError("--out " + out.string() + " exists and is not an empty directory");
@@ -129,9 +152,10 @@ int run_export(const fs::path& out, int64_t N, int d, int T, uint64_t seed, doub
   const std::vector<float> w = case_weights(seed);
   const Task<float> task = sample_task<float>(lasso_spec(d, N, seed, sigma));
 
-  Trajectory<float> traj = start_trajectory(task.x0);
-  const UnrollResult<float> eng =
-      make_backend("cpu")->unroll(hyper, w, task, traj, T, GradMode::gradient_constant);
+  const auto be = make_backend("cpu");
+  const EngineCall call(*be, w, task);
+  const UnrollLoss eng = call.run(T);
+  const std::vector<float> eng_grad = call.grad->read();
   const Task<double> task64 = cast_task<double>(task);
   Trajectory<double> traj64 = start_trajectory(task64.x0);
   const std::vector<double> w64(w.begin(), w.end());
@@ -144,7 +168,7 @@ int run_export(const fs::path& out, int64_t N, int d, int T, uint64_t seed, doub
   write_npy(out / "A.npy", task.A, {N, d, d});
   write_npy(out / "b.npy", task.b, {N, d});
   write_npy(out / "x0.npy", task.x0, {N, d});
-  write_npy(out / "engine_grad.npy", eng.grad, {P});
+  write_npy(out / "engine_grad.npy", eng_grad, {P});
   write_npy(out / "engine_step_loss.npy", eng.step_loss, {int64_t(T) + 1});
   write_npy(out / "oracle_grad.npy", ora.grad, {P});
   write_npy(out / "oracle_step_loss.npy", ora.step_loss, {int64_t(T) + 1});
@@ -153,7 +177,7 @@ int run_export(const fs::path& out, int64_t N, int d, int T, uint64_t seed, doub
       {"arch", "rnnprop"}, {"family", "lasso"}, {"instances", N}, {"dim", d}, {"T", T},
       {"k0", 1}, {"seed", seed}, {"sigma", sigma}, {"lam", task.spec.lam},
       {"grad_mode", "gradient_constant"},
-      {"engine_meta_loss", eng.meta_loss}, {"oracle_meta_loss", ora.meta_loss},
+      {"engine_meta_loss", double(eng.meta_loss)}, {"oracle_meta_loss", ora.meta_loss},
       {"layout", {{"W_in", {L::W_in, 2, kHidden}}, {"b_in", {L::b_in, kHidden}},
                   {"W1", {L::W1, 2 * kHidden, kGates}}, {"b1", {L::b1, kGates}},
                   {"W2", {L::W2, 2 * kHidden, kGates}}, {"b2", {L::b2, kGates}},
@@ -171,27 +195,19 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-void reset(Trajectory<float>& traj, const std::vector<float>& x0) {
-  std::copy(x0.begin(), x0.end(), traj.x.begin());
-  std::fill(traj.coord.begin(), traj.coord.end(), CoordState<float>{});
-  traj.k = 1;
-}
-
 nlohmann::json bench_one(Backend& be, int64_t target, int d, int T, double min_s) {
-  const OptimizerHyper hyper;
   const std::vector<float> w = case_weights(7);
   const int64_t N = std::max<int64_t>(1, target / d);
-  const Task<float> task = sample_task<float>(lasso_spec(d, N, 7, 1.0));
-  Trajectory<float> traj = start_trajectory(task.x0);
+  const EngineCall call(be, w, sample_task<float>(lasso_spec(d, N, 7, 1.0)));
   const auto t_warm = Clock::now();
-  (void)be.unroll(hyper, w, task, traj, T, GradMode::gradient_constant);
+  (void)call.run(T);
   const double warm_s = std::chrono::duration<double>(Clock::now() - t_warm).count();
   std::vector<double> wall;
   double total = 0.0;
   while (wall.size() < 3 || (total < min_s && wall.size() < 2000)) {
-    reset(traj, task.x0);
+    call.restart();
     const auto t0 = Clock::now();
-    (void)be.unroll(hyper, w, task, traj, T, GradMode::gradient_constant);
+    (void)call.run(T);
     wall.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     total += wall.back();
   }

@@ -70,9 +70,10 @@ def main():
     except RuntimeError as e:
         print(f"jax_peer: no JAX {platform} device ({e}); skipped", file=sys.stderr)
         sys.exit(3)
-    if args.threads:
-        print("jax_peer: XLA's CPU thread pool follows the CPU affinity (run.sh pins it with "
-              "taskset); --threads is recorded only", file=sys.stderr)
+    if args.threads and args.threads != len(os.sched_getaffinity(0)):
+        print(f"jax_peer: XLA's CPU thread pool follows the CPU affinity "
+              f"({len(os.sched_getaffinity(0))} cores; run.sh pins it with taskset), not "
+              f"--threads {args.threads}", file=sys.stderr)
 
     def gradient(w, A, b, x0, T):
         put = lambda a: jax.device_put(jnp.asarray(a), dev)  # noqa: E731
@@ -96,7 +97,7 @@ def main():
     name = dev.device_kind if platform == "gpu" else pc.cpu_name()
     import jaxlib
     rec = pc.base_record("jax", args, name, {"jax": jax.__version__, "jaxlib": jaxlib.__version__},
-                         args.threads or len(os.sched_getaffinity(0)))
+                         len(os.sched_getaffinity(0)))
     rec["matmul"] = "tf32" if args.tf32 else "fp32"
     rec["check_grad_err_engine"] = res["engine"]["grad"]
     rec["check_grad_err_oracle"] = res["oracle"]["grad"]
