@@ -112,17 +112,21 @@ def random_task(instances, d=10, seed=0):
 
 
 def time_calls(fn, min_s):
-    """Warm-up (compile included) twice, then calls until >= 3 and >= min_s seconds: median."""
+    """Warm-up (compile included) twice, then calls until >= 3 and >= min_s seconds. Returns the
+    median wall seconds, the number of calls, the first call's seconds and the median CPU
+    seconds of the process per call (all threads: with one thread it is the work done,
+    whatever else shares the machine)."""
     t0 = time.perf_counter()
     fn()
     warm = time.perf_counter() - t0
     fn()
-    wall = []
+    wall, cpu = [], []
     while len(wall) < 3 or (sum(wall) < min_s and len(wall) < 2000):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         wall.append(time.perf_counter() - t0)
-    return statistics.median(wall), len(wall), warm
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), len(wall), warm, statistics.median(cpu)
 
 
 def cpu_name():
@@ -163,7 +167,7 @@ def run_sizes(args, record, time_size, is_oom):
             emit(dict(r, skipped=skip))
             continue
         try:
-            s, repeats, warm = time_size(n)
+            s, repeats, warm, cpu_s = time_size(n)
         except Exception as e:  # out of memory, say: report, go on with the next size
             failed += 1
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -173,5 +177,5 @@ def run_sizes(args, record, time_size, is_oom):
                 skip = f"out of memory at {n * 10} coordinates"
             continue
         emit(dict(r, ms_per_iter=s * 1e3, coord_steps_per_s=n * 10 * args.T / s,
-                  repeats=repeats, warmup_s=warm))
+                  repeats=repeats, warmup_s=warm, cpu_ms_per_iter=cpu_s * 1e3))
     return failed
