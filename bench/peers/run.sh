@@ -91,11 +91,16 @@ emit() {  # a JSON line to stdout, the --out file and the summary
 status=0
 run_one() {  # name, command...: runs it, forwards its JSON lines, reports a failure as a line
   local name="$1"; shift
-  local log rc n
+  local log err rc n last
   log="$(mktemp "${TMPDIR:-/tmp}/ml2o-peer-out.XXXXXX")"
+  err="$(mktemp "${TMPDIR:-/tmp}/ml2o-peer-err.XXXXXX")"
   echo "run.sh: $name ..." >&2
-  timeout --signal=INT --kill-after=30 "$((budget_s + 120))" "$@" > "$log"
+  timeout --signal=INT --kill-after=30 "$((budget_s + 120))" "$@" > "$log" 2> >(tee "$err" >&2)
   rc=$?
+  sleep 0.2  # let tee finish
+  # the peer's last message, made safe for a JSON string
+  last="$(grep -v '^[[:space:]]*$' "$err" | tail -n 1 | tr -d '\000-\037' | sed 's/[\\"]/ /g' | cut -c1-300)"
+  rm -f "$err"
   n=0
   while IFS= read -r l; do
     case "$l" in '{'*) emit "$l"; n=$((n + 1)) ;; *) echo "$l" >&2 ;; esac
@@ -105,11 +110,12 @@ run_one() {  # name, command...: runs it, forwards its JSON lines, reports a fai
     status=1
     local why="exit status $rc"
     case "$rc" in
-      1) why="failed its check against the engine (or crashed): see stderr" ;;
+      1) why="failed (its check against the engine, or an error)" ;;
       2) why="some sizes failed (see their lines)" ;;
       3) why="not available here (not importable or no such device)" ;;
       124|137) why="timed out after $((budget_s + 120)) s" ;;
     esac
+    [ -z "$last" ] || why="$why; last message: $last"
     echo "run.sh: $name: $why" >&2
     # exit 2: the failed sizes have their own lines; otherwise one line says why it stopped
     [ "$rc" -eq 2 ] && [ "$n" -gt 0 ] || emit "{\"bench\": \"peers\", \"peer\": \"$name\", \"device\": \"$device\", \"skipped\": \"$why\"}"
