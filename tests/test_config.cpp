@@ -2,7 +2,9 @@
 // seeds follow configs/README.md, and Config::json holds every key and parses back to itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -400,7 +402,7 @@ TEST(Config, JsonHoldsEveryKey) {
       {"run", {"name", "seed", "backend"}},
       {"optimizer", {"arch", "dm_p", "dm_scale"}},
       {"train", {"unroll", "lr", "beta1", "beta2", "eps", "max_epochs", "curriculum", "eval_every",
-                 "eval_batches", "patience", "grad_mode", "max_skipped", "task"}},
+                 "eval_batches", "patience", "grad_mode", "max_skipped", "seed", "task"}},
       {"ml2o", {"inner_steps", "inner_lr", "meta_gradient"}},
       {"adapt", {"K", "lr", "unroll", "trajectory", "sources", "task"}},
       {"eval", {"steps", "seeds", "task"}},
@@ -469,6 +471,47 @@ TEST(Config, LoadConfigReadsAFile) {
   EXPECT_EQ(c.path, path.string());
   EXPECT_EQ(c.train.tasks.size(), 3u);
   std::filesystem::remove(path);
+}
+
+// configs/README.md's key reference is generated from the schema: between its markers (after a
+// blank line, before one) it must be config_reference_markdown() exactly. With
+// ML2O_UPDATE_REFERENCE=1 the test writes the generated text there instead.
+TEST(Config, ReferenceMatchesReadme) {
+  const std::string path = std::string(ML2O_SOURCE_DIR) + "/configs/README.md";
+  const std::string readme = ml2o::read_file(path);
+  const std::string begin = "<!-- keys:begin -->\n", end = "<!-- keys:end -->";
+  const size_t b = readme.find(begin), e = readme.find(end);
+  ASSERT_NE(b, std::string::npos) << path << " lacks " << begin;
+  ASSERT_NE(e, std::string::npos) << path << " lacks " << end;
+  ASSERT_LT(b, e);
+  const size_t from = b + begin.size();
+  const std::string have = readme.substr(from, e - from);
+  const std::string want = "\n" + ml2o::config_reference_markdown() + "\n";
+  if (have == want) return;
+  if (std::getenv("ML2O_UPDATE_REFERENCE")) {
+    ml2o::write_file_atomic(path, readme.substr(0, from) + want + readme.substr(e));
+    std::printf("rewrote the key reference in %s\n", path.c_str());
+    return;
+  }
+  auto lines = [](const std::string& t) {
+    std::vector<std::string> out;
+    size_t at = 0;
+    while (at < t.size()) {
+      const size_t nl = t.find('\n', at);
+      out.push_back(t.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
+      at = nl == std::string::npos ? t.size() : nl + 1;
+    }
+    return out;
+  };
+  const auto h = lines(have), w = lines(want);
+  size_t i = 0;
+  while (i < h.size() && i < w.size() && h[i] == w[i]) ++i;
+  const size_t line = static_cast<size_t>(std::count(readme.begin(), readme.begin() + from, '\n')) + 1 + i;
+  ADD_FAILURE() << "configs/README.md's key reference is not the schema's, from line " << line << ":\n"
+                << "- README:    " << (i < h.size() ? h[i] : "(end)") << "\n"
+                << "+ generated: " << (i < w.size() ? w[i] : "(end)") << "\n"
+                << "Regenerate it with: ML2O_UPDATE_REFERENCE=1 ml2o_tests "
+                   "--gtest_filter=Config.ReferenceMatchesReadme";
 }
 
 }  // namespace

@@ -485,7 +485,7 @@ void generate_config_cases() {
   add("curriculum_decreasing", base_doc().set("[train]", "curriculum", "[200, 100]"),
       "key 'train.curriculum[1]': 100 does not increase", "[train]", "curriculum");
   add("curriculum_repeated", base_doc().set("[train]", "curriculum", "[100, 100]"),
-      "does not increase on the previous stage (100)", "[train]", "curriculum");
+      "does not increase on the previous entry (100)", "[train]", "curriculum");
   add("curriculum_empty", base_doc().set("[train]", "curriculum", "[]"),
       "key 'train.curriculum': the list is empty", "[train]", "curriculum");
   add("curriculum_default_vs_unroll", base_doc().set("[train]", "unroll", "30"),

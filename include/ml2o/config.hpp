@@ -1,5 +1,6 @@
 // Experiment configuration: one TOML file declares the whole protocol (SPEC sections 4-6).
-// Every key is validated against the schema in host/config.cpp; see configs/README.md for the list.
+// Every key is declared once, in the tables of host/config/config.cpp; configs/README.md's key
+// reference is generated from them (config_reference_markdown).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -34,5 +35,8 @@ struct Config {
 Config load_config(const std::string& path);
 Config parse_config(const std::string& text, const std::string& source_name);
 
+// The key reference (markdown: one table per section, then the task tables' keys), generated from
+// the schema; configs/README.md holds it between <!-- keys:begin --> and <!-- keys:end -->.
+std::string config_reference_markdown();
 
 }  // namespace ml2o
