@@ -402,7 +402,7 @@ TEST(Config, JsonHoldsEveryKey) {
       {"run", {"name", "seed", "backend"}},
       {"optimizer", {"arch", "dm_p", "dm_scale"}},
       {"train", {"unroll", "lr", "beta1", "beta2", "eps", "max_epochs", "curriculum", "eval_every",
-                 "eval_batches", "patience", "grad_mode", "max_skipped", "task"}},
+                 "eval_batches", "patience", "grad_mode", "max_skipped", "seed", "task"}},
       {"ml2o", {"inner_steps", "inner_lr", "meta_gradient"}},
       {"adapt", {"K", "lr", "unroll", "trajectory", "sources", "task"}},
       {"eval", {"steps", "seeds", "task"}},

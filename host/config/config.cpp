@@ -278,6 +278,9 @@ const std::vector<Key<Config>>& config_keys() {
            "DM-LSTM's output scale (paper 0.1, DeepMind's code 0.01); recorded but unused with "
            "rnnprop"),
 
+      integer("train.seed", field(&C::train, &TrainConfig::seed), {0, 1000000},
+              "meta-training seed: initial weights, training and evaluation batches (not the test "
+              "instances); `ml2o sweep --train-seeds` sets it per run"),
       integer("train.unroll", field(&C::train, &TrainConfig::unroll), {1, 1000},
               "steps per truncated unroll (one meta-update each)"),
       real("train.lr", field(&C::train, &TrainConfig::lr), kPositive, "Adam on the weights"),
