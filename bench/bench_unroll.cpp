@@ -1,7 +1,7 @@
 // Throughput of the unroll (forward + BPTT), of the long forward-only evaluation, and of the
 // paper-size meta-iteration (L2O, M-L2O first and second order).
 //
-//   bench_unroll [--backend cuda|cpu] [--budget-s SECONDS]
+//   bench_unroll [--backend cuda|cpu] [--budget-s SECONDS] [--kernels v1,v2[,v3-lab]]
 //
 // Prints one JSON line per configuration on stdout (diagnostics on stderr). A coordinate-step is
 // one coordinate advanced one optimizer step; for a gradient unroll it counts the forward and the
@@ -9,9 +9,10 @@
 // until at least 3 and about 1 s, the median reported: `ms_per_iter` is the wall time of one
 // Backend::unroll call on backend-held state (task, trajectory, weights and gradient stay on the
 // device; only the T + 1 losses come back), `kernel_ms` the device time of its launches measured
-// with CUDA events. With CUDA, the sweep from 8k coordinates on, the other
-// shapes and the long evaluation run both unroll kernels (`kernel`: v1, v2; v2 uses v1's kernels
-// for d > 128); the paper-size meta-iterations run v2 with and without CUDA graphs and v1 with
+// with CUDA events. With CUDA, the sweep from 8k coordinates on, the other shapes and the long
+// evaluation run the unroll kernels of `--kernels` (`kernel`: v1, v2 by default; v2 uses v1's
+// kernels for d > 128; v3-lab is the unverified lab forward of kernels/lab/ with v2's backward);
+// the paper-size meta-iterations run v2 with and without CUDA graphs and v1 with
 // them (`graphs`). Without a CUDA device (or build) `--backend cuda` prints a message and exits 0.
 #include <algorithm>
 #include <chrono>
@@ -58,15 +59,17 @@ struct Config {
   int T = 20;
   GradMode mode = GradMode::gradient_constant;
   std::string label = "sweep";
-  int kernel = 0;  // CUDA unroll kernel variant: 0 = the backend's default, 1 = v1, 2 = v2
+  int kernel = 0;  // CUDA unroll kernel variant: 0 = the backend's default, 1 = v1, 2 = v2, 3 = v3-lab
 };
+
+std::string variant_name(int v) { return v == 3 ? "v3-lab" : "v" + std::to_string(v); }
 
 // Selects the CUDA kernel variant for the following backend calls and returns its name.
 std::string use_kernel(bool cuda, int variant) {
 #ifdef ML2O_HAVE_CUDA
   if (cuda) {
     cuda_set_kernel_variant(variant);
-    return "v" + std::to_string(cuda_kernel_variant());
+    return variant_name(cuda_kernel_variant());
   }
 #else
   (void)variant;
@@ -132,7 +135,7 @@ TaskSpec spec_of(Family f, int d, int64_t N, uint64_t seed) {
 double run_config_or_throw(const std::string& which, const Config& c, double* est_next) {
   const bool cuda = which == "cuda";
   std::string kernel = use_kernel(cuda, c.kernel);
-  if (kernel == "v2" && c.d > 128) kernel = "v2 (v1 kernels: d > 128)";
+  if ((kernel == "v2" || kernel == "v3-lab") && c.d > 128) kernel += " (v1 kernels: d > 128)";
   auto be = make_backend(which);
   OptimizerHyper hyper;
   hyper.arch = c.arch;
@@ -362,14 +365,32 @@ void run_meta_iteration(const std::string& which, int variant, int graphs, MetaM
 int main(int argc, char** argv) {
   std::string which = "cuda";
   double budget = 60.0;
+  std::vector<int> kernels = {1, 2};  // the unroll variants timed with CUDA
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--backend" && i + 1 < argc) {
       which = argv[++i];
     } else if (a == "--budget-s" && i + 1 < argc) {
       budget = std::stod(argv[++i]);
+    } else if (a == "--kernels" && i + 1 < argc) {
+      kernels.clear();
+      std::string list = argv[++i];
+      for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        const std::string k = list.substr(at, comma - at);
+        if (k == "v1") kernels.push_back(1);
+        else if (k == "v2") kernels.push_back(2);
+        else if (k == "v3-lab") kernels.push_back(3);
+        else {
+          std::cerr << "bench_unroll: --kernels takes a comma-separated list of v1, v2, v3-lab, not '" << k << "'\n";
+          return 2;
+        }
+        at = comma + 1;
+      }
     } else if (a == "--help" || a == "-h") {
-      std::cout << "usage: bench_unroll [--backend cuda|cpu] [--budget-s SECONDS]\n";
+      std::cout << "usage: bench_unroll [--backend cuda|cpu] [--budget-s SECONDS] [--kernels v1,v2[,v3-lab]]\n"
+                   "  --kernels: the CUDA unroll variants to time (default v1,v2; v3-lab is the\n"
+                   "  unverified lab forward of kernels/lab/ with v2's backward, docs/kernels.md)\n";
       return 0;
     } else {
       std::cerr << "bench_unroll: unknown argument '" << a << "' (see --help)\n";
@@ -407,7 +428,7 @@ int main(int argc, char** argv) {
       const int64_t coords = c.instances * c.d;
       // v1 and v2 from 8k coordinates on (the default variant below), each timed the same way
       const std::vector<int> variants =
-          cuda && coords >= 8192 ? std::vector<int>{1, 2} : std::vector<int>{0};
+          cuda && coords >= 8192 ? kernels : std::vector<int>{0};
       // warm-up + >= 3 timed calls per variant, predicted from the slower variant of the last size;
       // keep ~35% of the budget for the rest
       if (per_coord > 0 &&
@@ -450,7 +471,7 @@ int main(int argc, char** argv) {
       extra.push_back(c);
     }
     for (Config& c : extra) {
-      for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) {
+      for (const int v : cuda ? kernels : std::vector<int>{0}) {
         if (left() < 0.25 * budget) break;
         c.kernel = v;
         run_config(which, c, nullptr);
@@ -463,7 +484,7 @@ int main(int argc, char** argv) {
       c.mode = GradMode::none;
       c.T = 1000;
       c.instances = (cuda ? 65536 : 130) / 10;
-      for (const int v : cuda ? std::vector<int>{1, 2} : std::vector<int>{0}) {
+      for (const int v : cuda ? kernels : std::vector<int>{0}) {
         c.kernel = v;
         if (left() > 0.1 * budget) run_config(which, c, nullptr);
       }

@@ -16,7 +16,14 @@
 #      launches reproduce the per-item kernels bit for bit end to end -> $OUT/lasso-quick/, protocol.txt
 #   7. a summary table                                             -> $OUT/summary.txt
 # $OUT defaults to out/gpu_check when the caller does not set it.
+#
+#   bash bench/gpu_check.sh --v3-lab
+#
+# runs stage 1, then only the v3 lab check (bench/gpu_check_v3_lab.sh: the unverified tensor-core
+# kernel of kernels/lab/, docs/kernels.md) instead of stages 2 to 7.
 set -u
+V3_LAB=0
+if [ "${1:-}" = "--v3-lab" ]; then V3_LAB=1; elif [ -n "${1:-}" ]; then echo "gpu_check.sh: unknown argument '$1' (only --v3-lab)"; exit 2; fi
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="$PWD/build/devlibs:${LD_LIBRARY_PATH:-}"
 OUT="${OUT:-$PWD/out/gpu_check}"
@@ -40,6 +47,11 @@ for b in build/ml2o_tests build/bench_unroll build/ml2o; do
   missing=$(ldd "$b" 2>/dev/null | grep "not found" || true)
   [ -n "$missing" ] && echo "$b: missing shared libraries (put them in build/devlibs):" && echo "$missing"
 done
+
+if [ "$V3_LAB" = 1 ]; then
+  OUT="$OUT" bash bench/gpu_check_v3_lab.sh
+  exit $?
+fi
 
 echo "== 2. GPU tests ($(elapsed) s)"
 timeout 180 build/ml2o_tests --gtest_filter='*Cuda*' --gtest_color=no 2>&1 | tee "$OUT/cuda_tests.log"

@@ -51,7 +51,8 @@ std::atomic<int> g_variant_override{0};  // 0: ML2O_CUDA_KERNEL or the default
 std::atomic<int> g_graphs_override{0};   // 0: ML2O_CUDA_GRAPHS or the default, 1: off, 2: on
 constexpr bool kDefaultGraphs = true;
 
-// ML2O_CUDA_KERNEL, read once: unset or empty = kDefaultKernelVariant, "v1" / "v2", else an error.
+// ML2O_CUDA_KERNEL, read once: unset or empty = kDefaultKernelVariant, "v1" / "v2" / "v3-lab"
+// (opt-in, unverified on hardware: kernels/lab/), else an error.
 int env_kernel_variant() {
   static const int v = [] {
     const char* e = std::getenv("ML2O_CUDA_KERNEL");
@@ -59,11 +60,12 @@ int env_kernel_variant() {
     const std::string s(e);
     if (s == "v1") return 1;
     if (s == "v2") return 2;
+    if (s == "v3-lab") return 3;
     return -1;
   }();
   if (v < 0)
     throw std::runtime_error(std::string("cuda backend: ML2O_CUDA_KERNEL='") +
-                             std::getenv("ML2O_CUDA_KERNEL") + "' is not a kernel variant (v1 or v2)");
+                             std::getenv("ML2O_CUDA_KERNEL") + "' is not a kernel variant (v1, v2 or v3-lab)");
   return v;
 }
 
@@ -829,9 +831,9 @@ void cuda_reset_peak() { cuda::g_peak.store(cuda::g_bytes.load()); }
 void cuda_set_poison(bool on) { cuda::g_poison.store(on); }
 
 void cuda_set_kernel_variant(int variant) {
-  if (variant < 0 || variant > 2)
+  if (variant < 0 || variant > 3)
     throw std::invalid_argument("cuda_set_kernel_variant: " + std::to_string(variant) +
-                                " is not 0 (ML2O_CUDA_KERNEL / default), 1 or 2");
+                                " is not 0 (ML2O_CUDA_KERNEL / default), 1, 2 or 3 (v3-lab)");
   cuda::g_variant_override.store(variant);
 }
 

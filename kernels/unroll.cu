@@ -9,6 +9,7 @@
 #include "launch.cuh"
 #include "unroll_kernels.cuh"
 #include "unroll_v2_kernels.cuh"
+#include "lab/unroll_v3_lab_kernels.cuh"  // opt-in only (ML2O_CUDA_KERNEL=v3-lab), unverified
 
 namespace ml2o::cuda {
 
@@ -73,6 +74,15 @@ void launch_unroll_group(const LaunchGroup& g, const BatchArgs& b, int P, bool d
       else
         launch(unroll_forward_v2_kernel, sizeof(float) * kV2ForwardFloats,
                sizeof(float) * kV2ForwardFloats, g, b, s);
+      break;
+    case KernelClass::v3_lab:  // the v3 forward (lab), v2's backward from the same tape
+      if (dual) throw std::logic_error("cuda backend: the HVP has no v3 kernel");
+      if (backward)
+        launch(unroll_backward_v2_kernel, sizeof(float) * kV2BackwardFloats,
+               sizeof(float) * kV2BackwardFloats, g, b, s);
+      else
+        launch(unroll_forward_v3_lab_kernel, sizeof(float) * kV3ForwardFloats,
+               sizeof(float) * kV3ForwardFloats, g, b, s);
       break;
     case KernelClass::v1_small:
       if (dual) launch_v1<kSmallThreads, DualF>(g, b, P, backward, s);

@@ -94,12 +94,15 @@ struct UnrollArgs {
 };
 
 // The kernel that runs an item: v1 (one thread per coordinate; 128- or 512-thread instantiation)
-// or v2 (tiled, d <= 128). The HVP always runs v1 (its Dual<float> instantiation).
-enum class KernelClass : int { v1_small = 0, v1_large = 1, v2 = 2 };
+// or v2 (tiled, d <= 128). The HVP always runs v1 (its Dual<float> instantiation). v3_lab (variant
+// 3, opt-in only, unverified on hardware: kernels/lab/) is the v3 forward with v2's backward.
+enum class KernelClass : int { v1_small = 0, v1_large = 1, v2 = 2, v3_lab = 3 };
 
 inline KernelClass kernel_class(const Geometry& g, int variant, bool dual) {
   if (g.large) return KernelClass::v1_large;
-  return variant == 2 && !dual ? KernelClass::v2 : KernelClass::v1_small;
+  if (dual) return KernelClass::v1_small;
+  if (variant == 3) return KernelClass::v3_lab;
+  return variant == 2 ? KernelClass::v2 : KernelClass::v1_small;
 }
 
 // What a batched launch receives (device pointers): the items in slot order and the block table.
@@ -213,7 +216,8 @@ inline UnrollPlan plan_unroll(Arch arch, std::span<const PlanShape> shapes, int 
   p.slot.assign(n, -1);
   p.first_block.assign(n + 1, 0);
   int next = 0;
-  for (const KernelClass cls : {KernelClass::v2, KernelClass::v1_small, KernelClass::v1_large}) {
+  for (const KernelClass cls :
+       {KernelClass::v2, KernelClass::v3_lab, KernelClass::v1_small, KernelClass::v1_large}) {
     LaunchGroup grp;
     grp.cls = cls;
     grp.first_slot = next;
@@ -222,7 +226,8 @@ inline UnrollPlan plan_unroll(Arch arch, std::span<const PlanShape> shapes, int 
       if (kernel_class(p.geo[i], variant, dual) != cls) continue;
       p.slot[i] = next;
       p.first_block[next + 1] = p.first_block[next] + p.geo[i].blocks;
-      grp.threads = cls == KernelClass::v2 ? kSmallThreads : std::max(grp.threads, p.geo[i].threads);
+      grp.threads = cls == KernelClass::v2 || cls == KernelClass::v3_lab ? kSmallThreads
+                                                                        : std::max(grp.threads, p.geo[i].threads);
       ++next;
     }
     grp.count = next - grp.first_slot;

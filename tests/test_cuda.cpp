@@ -26,6 +26,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -36,9 +37,11 @@
 #include "ml2o/meta.hpp"
 #include "ml2o/rng.hpp"
 #include "../kernels/unroll_plan.hpp"  // host code only: built without CUDA too
+#include "ml2o/tile_mma.hpp"
 #include "vectors.hpp"
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/cuda_backend.hpp"
+#include "../kernels/lab/tile_mma_check.hpp"
 #endif
 
 namespace ml2o {
@@ -933,8 +936,10 @@ TEST(CudaBackend, FactoryAndDeviceName) {
 
 #ifdef ML2O_HAVE_CUDA
 TEST(CudaKernelVariant, SetterRejectsInvalidVariants) {  // no device needed
-  EXPECT_THROW(cuda_set_kernel_variant(3), std::invalid_argument);
+  EXPECT_THROW(cuda_set_kernel_variant(4), std::invalid_argument);
   EXPECT_THROW(cuda_set_kernel_variant(-1), std::invalid_argument);
+  cuda_set_kernel_variant(3);
+  EXPECT_EQ(cuda_kernel_variant(), 3);
   cuda_set_kernel_variant(2);
   EXPECT_EQ(cuda_kernel_variant(), 2);
   cuda_set_kernel_variant(1);
@@ -1032,7 +1037,7 @@ TEST(UnrollPlan, SegmentsCoverEveryPartialOnceAndScratchDoesNotOverlap) {
 TEST(UnrollPlan, BlockTableMapsEveryBlockToItsItem) {
   using namespace cuda;
   const auto shapes = mixed_shapes();
-  for (const int variant : {1, 2}) {
+  for (const int variant : {1, 2, 3}) {
     const UnrollPlan p = plan_unroll(Arch::rnnprop, shapes, 2, GC, variant, false);
     std::vector<UnrollArgs> items(shapes.size());
     int64_t launched = 0;
@@ -1043,7 +1048,8 @@ TEST(UnrollPlan, BlockTableMapsEveryBlockToItsItem) {
       int widest = 0;  // v1: the widest item's block; v2 always kSmallThreads
       for (size_t i = 0; i < shapes.size(); ++i)
         if (p.slot[i] >= g.first_slot && p.slot[i] < g.first_slot + g.count) widest = std::max(widest, p.geo[i].threads);
-      EXPECT_EQ(g.threads, g.cls == KernelClass::v2 ? kSmallThreads : widest);
+      const bool tiled = g.cls == KernelClass::v2 || g.cls == KernelClass::v3_lab;
+      EXPECT_EQ(g.threads, tiled ? kSmallThreads : widest);
       const BatchArgs b{items.data(), p.first_block.data(), int(shapes.size()), g.block0};
       for (int64_t blk = 0; blk < g.blocks; ++blk) {
         const ItemBlock ib = locate_block(b, blk);
@@ -1063,7 +1069,8 @@ TEST(UnrollPlan, BlockTableMapsEveryBlockToItsItem) {
     for (const Geometry& g : p.geo) want += g.blocks;
     EXPECT_EQ(launched, want);
     ASSERT_EQ(p.groups.size(), 2u);  // d <= 128 (v2 or v1 small), then d > 128 (v1 large)
-    EXPECT_EQ(p.groups[0].cls, variant == 2 ? KernelClass::v2 : KernelClass::v1_small);
+    const KernelClass small = variant == 3 ? KernelClass::v3_lab : variant == 2 ? KernelClass::v2 : KernelClass::v1_small;
+    EXPECT_EQ(p.groups[0].cls, small);
     EXPECT_EQ(p.groups[1].cls, KernelClass::v1_large);
     EXPECT_EQ(p.groups[1].threads, kLargeThreads);  // d = 512
   }
@@ -1180,6 +1187,7 @@ alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks r
 #include "../kernels/sampler_kernels.cuh"
 #include "../kernels/unroll_kernels.cuh"
 #include "../kernels/unroll_v2_kernels.cuh"
+#include "../kernels/lab/unroll_v3_lab_kernels.cuh"
 #include "../kernels/vector_kernels.cuh"
 
 #undef threadIdx
@@ -1235,6 +1243,10 @@ void emulate_group(const cuda::UnrollPlan& p, const cuda::LaunchGroup& g, const 
       case KernelClass::v2:
         if (backward) unroll_backward_v2_kernel(b);
         else unroll_forward_v2_kernel(b);
+        break;
+      case KernelClass::v3_lab:  // as launch_unroll_group: the lab forward, v2's backward
+        if (backward) unroll_backward_v2_kernel(b);
+        else unroll_forward_v3_lab_kernel(b);
         break;
       case KernelClass::v1_small:
         if (p.dual) {
@@ -1382,6 +1394,13 @@ TEST(KernelEmulation, UnrollV2MatchesCpuReference) {
     run_unroll_case(c, [](auto&&... args) { return emulated_unroll_variant(2, args...); });
 }
 
+// The v3 lab forward (tensor-core layer products through the software model of mma.sync) with
+// v2's backward: the same cases and tolerances. Says nothing about the hardware (docs/kernels.md).
+TEST(KernelEmulation, UnrollV3LabMatchesCpuReference) {
+  for (const UnrollCase& c : kEmulationCases)
+    run_unroll_case(c, [](auto&&... args) { return emulated_unroll_variant(3, args...); });
+}
+
 TEST(KernelEmulation, UnrollV2IsBitIdenticalOnRepeat) {
   OptimizerHyper hyper;
   const std::vector<float> w = init_optimizer(hyper, 60).weights;
@@ -1465,7 +1484,8 @@ TEST(KernelEmulation, SharedMemoryFitsTheDevice) {
   using namespace cuda;
   constexpr size_t kOptin = 232448;
   const int P = RnnpropLayout::size;
-  std::vector<size_t> sizes = {sizeof(float) * kV2ForwardFloats, sizeof(float) * kV2BackwardFloats};
+  std::vector<size_t> sizes = {sizeof(float) * kV2ForwardFloats, sizeof(float) * kV2BackwardFloats,
+                               sizeof(float) * kV3ForwardFloats};
   for (const KernelClass cls : {KernelClass::v1_small, KernelClass::v1_large})
     for (const bool dual : {false, true}) {
       sizes.push_back(v1_forward_smem(cls, P, dual));
@@ -1568,6 +1588,92 @@ TEST(KernelEmulation, SamplerIndexesLikeTheCpu) {
     EXPECT_EQ(mismatches(b, want.b), 0u) << family_name(s.family);
     EXPECT_EQ(mismatches(x0, want.x0), 0u) << family_name(s.family);
   }
+}
+
+// ---- v3 lab on a device (not in the '*Cuda*' suites: the lab kernel is unverified, and its
+// failure must not read as a failure of the default kernels; bench/gpu_check.sh runs these) -------
+
+// The tile primitive on the real mma.sync against the software model. With small-integer inputs
+// every product and partial sum is exact, so any summation order gives the same float: equality
+// checks the fragment layouts bit for bit. With random inputs, 3xTF32 within float32-level error.
+TEST(TileMmaOnDevice, HardwareMatchesTheModel) {
+  ML2O_REQUIRE_CUDA();
+  std::mt19937_64 rng(91);
+  std::uniform_int_distribution<int> small(-8, 8);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int K : {8, 40, 80}) {
+    for (const bool exact : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "K " << K << (exact ? " integers" : " normal"));
+      auto draw = [&] { return exact ? float(small(rng)) : nd(rng); };
+      std::vector<float> A(16 * size_t(K)), B(size_t(K) * 80), C(16 * 80);
+      for (float& v : A) v = draw();
+      for (float& v : B) v = draw();
+      for (float& v : C) v = draw();
+      for (const bool split : {false, true}) {
+        const std::vector<float> dev = lab::cuda_tile_gemm(A, B, C, K, split);
+        // The model: the host path of the same primitive, lane by lane.
+        std::vector<float> model(C.size());
+        for (int lane = 0; lane < tile::kWarpLanes; ++lane) {
+          tile::FragC acc[10];
+          for (int n = 0; n < 10; ++n) acc[n] = tile::load_frag<tile::LayoutC>(tile::row_major(C.data() + 8 * n, 80), lane);
+          if (split)
+            tile::warp_gemm<10, tile::Precision::tf32x3>(tile::row_major(A.data(), K), tile::row_major(B.data(), 80), K, lane, acc);
+          else
+            tile::warp_gemm<10, tile::Precision::tf32>(tile::row_major(A.data(), K), tile::row_major(B.data(), 80), K, lane, acc);
+          for (int n = 0; n < 10; ++n)
+            for (int i = 0; i < tile::LayoutC::kRegs; ++i) {
+              const tile::Elem e = tile::LayoutC::at(lane, i);
+              model[e.row * 80 + 8 * n + e.col] = acc[n].r[i];
+            }
+        }
+        double max_rel = 0.0, max_model = 0.0;
+        for (int r = 0; r < 16; ++r)
+          for (int c = 0; c < 80; ++c) {
+            double exact_v = C[r * 80 + c], mag = std::abs(double(C[r * 80 + c]));
+            for (int k = 0; k < K; ++k) {
+              exact_v += double(A[r * K + k]) * double(B[k * 80 + c]);
+              mag += std::abs(double(A[r * K + k]) * double(B[k * 80 + c]));
+            }
+            const size_t i = size_t(r) * 80 + c;
+            if (exact) ASSERT_EQ(dev[i], model[i]) << "(" << r << ", " << c << ") split " << split;
+            if (mag > 0) {
+              max_rel = std::max(max_rel, std::abs(double(dev[i]) - exact_v) / mag);
+              max_model = std::max(max_model, std::abs(double(dev[i]) - double(model[i])) / mag);
+            }
+          }
+        std::cout << "  [tile mma K " << K << (split ? " 3xTF32" : " TF32") << (exact ? " integers" : " normal")
+                  << "] max |dev - exact| / sum|terms| " << max_rel << ", |dev - model| / sum|terms| " << max_model << "\n";
+        if (split) EXPECT_LE(max_rel, 1e-6);
+      }
+    }
+  }
+}
+
+// The v3 lab forward (v2's backward) on the device: the emulation cases (small: the sanitizer
+// subset) and larger shapes, the same tolerances as every unroll test; bit-identical on repeat.
+TEST(V3LabOnDevice, SmallShapesMatchCpuReference) {
+  ML2O_REQUIRE_CUDA();
+  VariantScope scope(3);
+  for (const UnrollCase& c : kEmulationCases) run_unroll_case(c, gpu_unroll);
+}
+
+TEST(V3LabOnDevice, LargeShapesMatchCpuReferenceAndRepeatBitIdentically) {
+  ML2O_REQUIRE_CUDA();
+  VariantScope scope(3);
+  for (const UnrollCase& c : {UnrollCase{R, LA, 10, 10000, 20, GC, 71, 2}, UnrollCase{D, RO, 2, 5000, 20, SD, 72, 1},
+                              UnrollCase{R, LA, 10, 640, 1000, NO, 73, 0}})
+    run_unroll_case(c, gpu_unroll);
+  OptimizerHyper hyper;
+  const std::vector<float> w = init_optimizer(hyper, 74).weights;
+  const Task<float> task = sample_task<float>(spec_for(LA, 10, 3000, 74));
+  const Trajectory<float> start = start_trajectory(task.x0);
+  Trajectory<float> t1 = start, t2 = start;
+  const auto r1 = gpu_unroll(hyper, w, task, t1, 20, SD);
+  const auto r2 = gpu_unroll(hyper, w, task, t2, 20, SD);
+  ASSERT_EQ(r1.grad.size(), r2.grad.size());
+  EXPECT_EQ(0, std::memcmp(r1.grad.data(), r2.grad.data(), r1.grad.size() * sizeof(float)));
+  EXPECT_EQ(r1.step_loss, r2.step_loss);
+  EXPECT_EQ(0, std::memcmp(t1.coord.data(), t2.coord.data(), t1.coord.size() * sizeof(CoordState<float>)));
 }
 
 }  // namespace

@@ -34,7 +34,8 @@ void cuda_reset_peak();
 // kernels fail to write shows up as NaN.
 void cuda_set_poison(bool on);
 // Unroll kernel variant for tests and benches: 1 (one thread per coordinate), 2 (tiled, fully
-// fused; d > 128 runs v1), 0 = back to ML2O_CUDA_KERNEL (v1|v2, read once) or the default (v1).
+// fused; d > 128 runs v1), 3 (v3-lab: the v3 forward with v2's backward, opt-in only, unverified on
+// hardware: docs/kernels.md), 0 = back to ML2O_CUDA_KERNEL (v1|v2|v3-lab, read once) or the default.
 // cuda_kernel_variant() is the variant in use; both throw for an invalid ML2O_CUDA_KERNEL.
 void cuda_set_kernel_variant(int variant);
 int cuda_kernel_variant();
