@@ -1603,7 +1603,7 @@ TEST(TileMmaOnDevice, HardwareMatchesTheModel) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const int K : {8, 40, 80}) {
     for (const bool exact : {true, false}) {
-      SCOPED_TRACE(testing::Message() << "K " << K << (exact ? " integers" : " normal"));
+      SCOPED_TRACE(::testing::Message() << "K " << K << (exact ? " integers" : " normal"));
       auto draw = [&] { return exact ? float(small(rng)) : nd(rng); };
       std::vector<float> A(16 * size_t(K)), B(size_t(K) * 80), C(16 * 80);
       for (float& v : A) v = draw();
