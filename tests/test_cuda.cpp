@@ -1660,8 +1660,8 @@ TEST(V3LabOnDevice, SmallShapesMatchCpuReference) {
 TEST(V3LabOnDevice, LargeShapesMatchCpuReferenceAndRepeatBitIdentically) {
   ML2O_REQUIRE_CUDA();
   VariantScope scope(3);
-  for (const UnrollCase& c : {UnrollCase{R, LA, 10, 10000, 20, GC, 71, 2}, UnrollCase{D, RO, 2, 5000, 20, SD, 72, 1},
-                              UnrollCase{R, LA, 10, 640, 1000, NO, 73, 0}})
+  for (const UnrollCase& c : {UnrollCase{R, LA, 10, 10000, 5, GC, 71, 2}, UnrollCase{D, RO, 2, 5000, 20, SD, 72, 1},
+                              UnrollCase{R, LA, 10, 128, 1000, NO, 73, 0}})
     run_unroll_case(c, gpu_unroll);
   OptimizerHyper hyper;
   const std::vector<float> w = init_optimizer(hyper, 74).weights;
