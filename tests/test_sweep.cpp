@@ -70,6 +70,7 @@ struct TempDir {
 };
 
 Config write_and_load(const fs::path& dir, const std::string& text) {
+  fs::create_directories(dir);
   const fs::path p = dir / "tiny.toml";
   std::ofstream(p) << text;
   return load_config(p.string());
@@ -240,7 +241,8 @@ TEST(InDistribution, RunEvaluatesTrainedOptimizersAndAdamOnTheTrainingTasks) {
     EXPECT_TRUE(a["final_mean"].is_number()) << a.dump();
   }
   EXPECT_EQ(arms, (std::set<std::string>{"l2o", "ml2o", "adam"}));
-  EXPECT_EQ(s["in_distribution"]["train_task_sigmas"], nlohmann::json({0.5, 1.0}));
+  ASSERT_EQ(s["in_distribution"]["train_tasks"].size(), 2u);
+  EXPECT_EQ(s["in_distribution"]["train_tasks"][1]["sigma"], 1.0);
   // Sigma 0.5 and 1 start far below the test task's sigma 10.
   const double in_start = s["in_distribution"]["arms"][0]["start_mean"].get<double>();
   const double test_start = s["arms"][0]["start_mean"].get<double>();
@@ -258,20 +260,39 @@ TEST(InDistribution, RunEvaluatesTrainedOptimizersAndAdamOnTheTrainingTasks) {
   for (const auto& t : cfg.train.tasks) seeds.insert(t.seed);
   EXPECT_EQ(seeds.size(), 4u + 1u + cfg.train.tasks.size());
 
-  // Off: no section, no file, and the out-of-distribution results are unchanged.
-  std::string off = kTiny;
-  off.replace(off.find("seeds = 2"), 9, "seeds = 2\nin_distribution = false");
-  TempDir tmp2;
-  const Config cfg_off = write_and_load(tmp2.path, off);
+}
+
+// A command-line override (--backend, a sweep's train.seed) is applied to the saved config too, so
+// the run resumes; the saved config.toml names it.
+TEST(InDistribution, OffTurnsItOffAndOverriddenRunsResume) {
+  TempDir tmp;
+  std::string text = kTiny;
+  text.replace(text.find("backend = \"cpu\""), 15, "backend = \"auto\"");
+  text.replace(text.find("seeds = 2"), 9, "seeds = 2\nin_distribution = false");
+  Config cfg = write_and_load(tmp.path, text);
+  RunOptions opts;
+  opts.out_dir = (tmp.path / "run").string();
+  opts.overrides.backend = "cpu";
+  opts.overrides.train_seed = 0;
+  opts.overrides.apply(cfg);
+  const ProtocolResult first = run_protocol(cfg, opts);
+  EXPECT_FALSE(first.summary.contains("in_distribution"));
+  EXPECT_TRUE(first.in_distribution.empty());
+  EXPECT_FALSE(fs::exists(tmp.path / "run" / "curves_in_distribution.csv"));
+  EXPECT_NE(read_file((tmp.path / "run" / "config.toml").string()).find("train.seed = 0"), std::string::npos);
+  opts.resume = true;
+  const ProtocolResult again = run_protocol(cfg, opts);
+  EXPECT_EQ(again.summary["arms"], first.summary["arms"]);
+
+  // The out-of-distribution results do not depend on whether the in-distribution part runs.
+  const Config on = write_and_load(tmp.path / "cfg_on", kTiny);
   RunOptions o2;
-  o2.out_dir = (tmp2.path / "run").string();
-  const ProtocolResult r2 = run_protocol(cfg_off, o2);
-  EXPECT_FALSE(r2.summary.contains("in_distribution"));
-  EXPECT_TRUE(r2.in_distribution.empty());
-  EXPECT_FALSE(fs::exists(tmp2.path / "run" / "curves_in_distribution.csv"));
-  EXPECT_EQ(read_file((tmp.path / "run" / "curves.csv").string()),
-            read_file((tmp2.path / "run" / "curves.csv").string()));
-  EXPECT_EQ(r2.summary["arms"], s["arms"]);
+  o2.out_dir = (tmp.path / "on").string();
+  const ProtocolResult with = run_protocol(on, o2);
+  EXPECT_FALSE(with.in_distribution.empty());
+  EXPECT_EQ(read_file((tmp.path / "on" / "curves.csv").string()),
+            read_file((tmp.path / "run" / "curves.csv").string()));
+  EXPECT_EQ(with.summary["arms"], first.summary["arms"]);
 }
 
 TEST(Plot, EveryArmAndBaselineHasAColourOfItsOwn) {

@@ -394,12 +394,17 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   if (!result.in_distribution.empty()) {
     nlohmann::json in_arms = nlohmann::json::array();
     for (const auto& r : result.in_distribution) in_arms.push_back(arm_summary(r));
-    nlohmann::json sigmas = nlohmann::json::array();
-    for (const TaskSpec& t : cfg.train.tasks) sigmas.push_back(t.sigma);
+    nlohmann::json train_tasks = nlohmann::json::array();
+    for (const TaskSpec& t : cfg.train.tasks) {
+      nlohmann::json d = {{"family", family_name(t.family)}, {"dim", t.dim}};
+      if (t.family == Family::lasso || t.family == Family::quadratic) d["sigma"] = t.sigma;
+      if (t.family == Family::rastrigin) d["alpha"] = t.alpha;
+      train_tasks.push_back(d);
+    }
     summary["in_distribution"] = {
         {"what", "frozen trained optimizers and Adam (best lr of baselines.lrs) on fresh instances "
                  "of every training task; curves are per (evaluation seed, training task)"},
-        {"train_task_sigmas", sigmas},
+        {"train_tasks", train_tasks},
         {"curves", "curves_in_distribution.csv"},
         {"arms", in_arms}};
     write_file_atomic((out / "curves_in_distribution.csv").string(), curves_csv(result.in_distribution));
