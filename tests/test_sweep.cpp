@@ -298,6 +298,19 @@ TEST(InDistribution, OffTurnsItOffAndOverriddenRunsResume) {
   EXPECT_EQ(with.summary["arms"], first.summary["arms"]);
 }
 
+TEST(InDistribution, WithoutATrainedOptimizerTheSummarySaysWhy) {
+  TempDir tmp;
+  const Config cfg = write_and_load(
+      tmp.path, std::string(kTiny) + "\n[arms]\ndirect_transfer = false\ntransfer_learning = false\nml2o = false\n");
+  RunOptions opts;
+  opts.out_dir = (tmp.path / "run").string();
+  const ProtocolResult r = run_protocol(cfg, opts);
+  EXPECT_TRUE(r.in_distribution.empty());
+  ASSERT_TRUE(r.summary.contains("in_distribution"));
+  EXPECT_NE(r.summary["in_distribution"]["skipped"].get<std::string>().find("no trained optimizer"),
+            std::string::npos);
+}
+
 TEST(Plot, EveryArmAndBaselineHasAColourOfItsOwn) {
   std::vector<std::string> arms = {"vanilla", "direct_transfer", "transfer_learning", "ml2o", "l2o"};
   for (BaselineKind k : {BaselineKind::sgd, BaselineKind::momentum, BaselineKind::adam,

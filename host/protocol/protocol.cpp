@@ -410,6 +410,9 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
     write_file_atomic((out / "curves_in_distribution.csv").string(), curves_csv(result.in_distribution));
     write_plot(out, result.in_distribution, cfg, progress, summary, PlotSpec::in_distribution(cfg));
     in_table = "\nin distribution (training tasks, frozen weights):\n" + results_table(in_arms);
+  } else if (cfg.eval.in_distribution) {
+    summary["in_distribution"] = {{"skipped", "no trained optimizer (arms.direct_transfer, "
+                                              "arms.transfer_learning and arms.ml2o are off)"}};
   }
   summary["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");

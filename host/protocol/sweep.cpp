@@ -138,7 +138,8 @@ nlohmann::json aggregate_train_seeds(const std::vector<uint64_t>& train_seeds,
   std::vector<const nlohmann::json*> arms, in_dist;
   for (const auto& r : runs) {
     arms.push_back(&r.summary.at("arms"));
-    if (r.summary.contains("in_distribution")) in_dist.push_back(&r.summary["in_distribution"]["arms"]);
+    if (r.summary.contains("in_distribution") && r.summary["in_distribution"].contains("arms"))
+      in_dist.push_back(&r.summary["in_distribution"]["arms"]);
   }
   agg["arms"] = aggregate_arms(arms);
   if (in_dist.size() == runs.size()) agg["in_distribution"] = {{"arms", aggregate_arms(in_dist)}};
