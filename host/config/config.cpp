@@ -337,9 +337,8 @@ const std::vector<Key<Config>>& config_keys() {
       integer("eval.seeds", field(&C::eval, &EvalConfig::seeds), {1, 1000},
               "evaluation s uses eval.task.seed + s"),
       boolean("eval.in_distribution", field(&C::eval, &EvalConfig::in_distribution),
-              "also evaluate the trained optimizers and Adam on the training distribution (the "
-              "first [[train.task]]'s family and size, every training sigma); summary.json "
-              "\"in_distribution\", plot_in_distribution.png"),
+              "also evaluate the trained optimizers (frozen) and Adam on fresh instances of every "
+              "[[train.task]]: summary.json \"in_distribution\", plot_in_distribution.png"),
       task_table("eval.task", field(&C::eval, &EvalConfig::task), default_eval_task_seed,
                  "D_test: a task table (below)")
           .needed("the test task D_test is required"),
