@@ -234,7 +234,7 @@ std::string use_graphs(bool cuda, int mode) {
   return "";
 }
 
-// SPEC's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10, T = 20.
+// The paper's training set: three LASSO tasks (sigma 0.1, 0.5, 1.0) x 128 instances x d = 10, T = 20.
 // One meta-iteration as the trainer runs it, everything on the backend:
 //   l2o:        copy the trajectories, one batched unroll of the 3 tasks, mean, finiteness, Adam;
 //   ml2o_*:     adapted weights = w, support unroll (batched), inner SGD step (axpy) per task,
@@ -477,7 +477,7 @@ int main(int argc, char** argv) {
         run_config(which, c, nullptr);
       }
     }
-    // 3. The long forward-only evaluation (SPEC: 1,000 steps, theta frozen).
+    // 3. The long forward-only evaluation (the paper's 1,000 steps, theta frozen).
     {
       Config c;
       c.label = "long_eval";

@@ -4,7 +4,7 @@
 //   peer_case export --out DIR [--instances N] [--dim D] [--T T] [--seed S] [--sigma SIGMA]
 //   peer_case bench [--backend cpu|cuda] [--coordinates C,C,...] [--dim D] [--T T] [--min-s S]
 //
-// The workload (SPEC section 3): RNNprop on LASSO (lam = 0.005), T steps from x0 with fresh state
+// The workload (docs/method.md section 2): RNNprop on LASSO (lam = 0.005), T steps from x0 with fresh state
 // (global step k = 1), the optimizee gradient as a constant, meta-loss = sum over t = 0..T of the
 // mean over instances of f(x_t), meta-gradient = d(meta-loss)/d(weights).
 //
@@ -103,7 +103,7 @@ double to_double(const std::string& flag, const std::string& v) {
   return x;
 }
 
-// The exported weights: SPEC's initialisation, plus draws for the linear biases it leaves at 0.
+// The exported weights: the engine's initialisation (docs/method.md section 2), plus draws for the linear biases it leaves at 0.
 std::vector<float> case_weights(uint64_t seed) {
   OptimizerHyper hyper;
   std::vector<float> w = init_optimizer(hyper, seed).weights;

@@ -345,7 +345,7 @@ __device__ __forceinline__ void unroll_forward_v2_block(const UnrollArgs& a, int
       const float* row = rows + pl.tid * kV2RowStride;
       float pre = wsm[L.wout + kHidden];
       for (int h = 0; h < kHidden; ++h) pre += row[kV2H2 + h] * wsm[L.wout + h];
-      x_sh[pl.tid] += rnn ? static_cast<float>(kRnnpropScale) * tanh(pre)
+      x_sh[pl.tid] += rnn ? static_cast<float>(a.hyper.output_scale) * tanh(pre)
                           : static_cast<float>(a.hyper.dm_scale) * pre;
     }
   }
@@ -505,7 +505,7 @@ __device__ __forceinline__ void unroll_backward_v2_block(const UnrollArgs& a, in
         for (int h = 0; h < kHidden; ++h) pre += row[kV2H2 + h] * wsm[L.wout + h];
         if (rnn) {
           const float out = tanh(pre);
-          dout = ax * static_cast<float>(kRnnpropScale) * (1.0f - out * out);
+          dout = ax * static_cast<float>(a.hyper.output_scale) * (1.0f - out * out);
         } else {
           dout = ax * static_cast<float>(a.hyper.dm_scale);
         }

@@ -156,7 +156,7 @@ double kkt_violation(const Task<float>& task, const std::vector<float>& x, int* 
 
 TEST(Baselines, FistaReachesTheLassoOptimum) {
   // lam = 0.5 puts the optimum on a mix of zero and non-zero coordinates, so both KKT branches
-  // are exercised; lam = SPEC's 0.005 checks the (dense) default.
+  // are exercised; lam = the paper's 0.005 checks the (dense) default.
   for (double lam : {0.5, 0.005}) {
     const auto task = small_lasso(lam);
     BaselineSpec b;

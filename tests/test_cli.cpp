@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "ml2o/config.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/lopt.hpp"
 
@@ -93,10 +94,28 @@ const CliCase kCases[] = {
     {"baseline --optimizer adam --out $O", 2, "--config is required"},
     {"--help", 0, "Subcommands"},
     {"run --help", 0, "--resume"},
+    {"sweep $C --out $O", 2, "--train-seeds is required"},
+    {"sweep $C --train-seeds 0,0 --out $O", 2, "--train-seeds: seed 0 is given twice"},
+    {"sweep $C --train-seeds 0,x --out $O", 2, "--train-seeds: 'x' is not a meta-training seed"},
+    {"sweep $C --train-seeds 0,-1 --out $O", 2, "--train-seeds: '-1' is not a meta-training seed"},
+    {"sweep $C --train-seeds , --out $O", 2, "--train-seeds"},
+    {"sweep $C --train-seeds 1 --out $O --backend gpu", 2, "--backend: gpu not in"},
+    {"sweep --help", 0, "--train-seeds"},
+    {"config-reference --help", 0, "config key"},
+    {"config-reference extra", 2, "not expected"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Malformed, CliFlags, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
+
+TEST(Cli, ConfigReferencePrintsTheGeneratedKeyReference) {
+  const fs::path out = fs::temp_directory_path() / ("ml2o_cli_ref_" + std::to_string(::getpid()) + ".md");
+  const int rc = std::system((std::string(ML2O_BINARY) + " config-reference >" + out.string()).c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 0);
+  EXPECT_EQ(read_file(out.string()), config_reference_markdown());
+  fs::remove(out);
+}
 
 }  // namespace
 }  // namespace ml2o

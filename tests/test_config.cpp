@@ -1,4 +1,4 @@
-// The config layer: shipped configs parse, defaults are the SPEC's, sigma lists expand, derived
+// The config layer: shipped configs parse, defaults are the paper's (docs/method.md), sigma lists expand, derived
 // seeds follow configs/README.md, and Config::json holds every key and parses back to itself.
 #include <gtest/gtest.h>
 
@@ -185,9 +185,9 @@ TEST(Config, DefaultsAreTheSpecs) {
   EXPECT_EQ(c.run.seed, 0u);
   EXPECT_EQ(c.run.backend, "auto");
   EXPECT_EQ(c.optimizer.arch, ml2o::Arch::rnnprop);
-  EXPECT_EQ(c.optimizer.dm_p, 10.0);      // SPEC 3: the paper's p
+  EXPECT_EQ(c.optimizer.dm_p, 10.0);      // docs/method.md section 2: the paper's p
   EXPECT_EQ(c.optimizer.dm_scale, 0.1);   // and scale
-  // SPEC 4.
+  // docs/method.md section 4.
   EXPECT_EQ(c.train.unroll, 20);
   EXPECT_EQ(c.train.lr, 1e-3);
   EXPECT_EQ(c.train.beta1, 0.9);
@@ -200,11 +200,11 @@ TEST(Config, DefaultsAreTheSpecs) {
   EXPECT_EQ(c.train.patience, 3);
   EXPECT_EQ(c.train.grad_mode, ml2o::GradMode::gradient_constant);
   EXPECT_EQ(c.train.max_skipped, 10);
-  // SPEC 5.
+  // docs/method.md section 5.
   EXPECT_EQ(c.ml2o.inner_steps, 1);
   EXPECT_EQ(c.ml2o.inner_lr, 1e-3);
   EXPECT_EQ(c.ml2o.meta_gradient, ml2o::MetaGradient::first_order);
-  // SPEC 6.
+  // docs/method.md section 6.
   EXPECT_EQ(c.adapt.K, (std::vector<int>{5, 50}));
   EXPECT_EQ(c.adapt.lr, 1e-3);
   EXPECT_EQ(c.adapt.unroll, 20);
@@ -219,7 +219,7 @@ TEST(Config, DefaultsAreTheSpecs) {
   EXPECT_EQ(c.baselines.momentum, 0.9);
   EXPECT_TRUE(c.arms.vanilla && c.arms.direct_transfer && c.arms.transfer_learning &&
               c.arms.ml2o && c.arms.baselines);
-  // SPEC 2: LASSO d = 10, 128 instances, lambda 0.005, b ~ U(0, 1), x0 ~ N(0, 0.01^2).
+  // docs/method.md section 1: LASSO d = 10, 128 instances, lambda 0.005, b ~ U(0, 1), x0 ~ N(0, 0.01^2).
   const ml2o::TaskSpec& t = c.eval.task;
   EXPECT_EQ(t.family, ml2o::Family::lasso);
   EXPECT_EQ(t.dim, 10);
@@ -400,12 +400,12 @@ TEST(Config, JsonHoldsEveryKey) {
   const json& j = c.json;
   const std::map<std::string, std::vector<std::string>> schema = {
       {"run", {"name", "seed", "backend"}},
-      {"optimizer", {"arch", "dm_p", "dm_scale"}},
+      {"optimizer", {"arch", "dm_p", "dm_scale", "output_scale"}},
       {"train", {"unroll", "lr", "beta1", "beta2", "eps", "max_epochs", "curriculum", "eval_every",
                  "eval_batches", "patience", "grad_mode", "max_skipped", "seed", "task"}},
       {"ml2o", {"inner_steps", "inner_lr", "meta_gradient"}},
       {"adapt", {"K", "lr", "unroll", "trajectory", "sources", "task"}},
-      {"eval", {"steps", "seeds", "task"}},
+      {"eval", {"steps", "seeds", "task", "in_distribution"}},
       {"baselines", {"optimizers", "lrs", "momentum"}},
       {"arms", {"vanilla", "direct_transfer", "transfer_learning", "ml2o", "baselines"}},
   };

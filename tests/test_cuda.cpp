@@ -15,7 +15,7 @@
 // GPU computes the same float32 math with a different rounding (FMA contraction in the cell math,
 // other summation orders), so its error must be of the float reference's size:
 //     e_gpu <= max(floor, kRatio * e_f),  kRatio = 20,
-// with floors 1e-5 for losses and states and 1e-4 for gradients (SPEC: ~1e-4 in float32 over a
+// with floors 1e-5 for losses and states and 1e-4 for gradients (tests/data/README.md: ~1e-4 in float32 over a
 // 20-step unroll). NaN fails every comparison; outputs are also checked to be finite.
 #include <gtest/gtest.h>
 
@@ -128,6 +128,7 @@ struct UnrollCase {
   GradMode mode;
   uint64_t seed;
   int warm;  // CPU steps before the compared unroll: non-zero state, k > 1
+  double output_scale = kRnnpropDefaultScale;  // optimizer.output_scale
 };
 
 const char* mode_name(GradMode m) {
@@ -167,6 +168,7 @@ void run_unroll_case(const UnrollCase& c, const UnrollRunner& run) {
   SCOPED_TRACE(case_name(c));
   OptimizerHyper hyper;
   hyper.arch = c.arch;
+  hyper.output_scale = c.output_scale;
   const std::vector<float> w = init_optimizer(hyper, 1000 + c.seed).weights;
   const Task<float> task = sample_task<float>(spec_for(c.family, c.d, c.N, c.seed));
   Trajectory<float> start = start_trajectory(task.x0);
@@ -828,7 +830,7 @@ TEST(CudaSampler, BitIdenticalToCpu) {
   std::vector<TaskSpec> specs = {spec_for(LA, 10, 10000, 1), spec_for(QU, 7, 129, 2),
                                  spec_for(RO, 2, 1000, 3), spec_for(RA, 33, 65, 4),
                                  spec_for(LA, 1, 5, 5)};
-  specs[0].sigma = 100.0;  // SPEC's D_test
+  specs[0].sigma = 100.0;  // the paper's D_test
   specs.push_back(spec_for(LA, 10, 128, 0xDEADBEEFCAFEull));
   for (const TaskSpec& s : specs) {
     const Task<float> h = sample_task<float>(s);
@@ -1399,6 +1401,22 @@ TEST(KernelEmulation, UnrollV2MatchesCpuReference) {
 TEST(KernelEmulation, UnrollV3LabMatchesCpuReference) {
   for (const UnrollCase& c : kEmulationCases)
     run_unroll_case(c, [](auto&&... args) { return emulated_unroll_variant(3, args...); });
+}
+
+// optimizer.output_scale reaches every kernel generation (v2 and v3 compute the update themselves), with
+// gradients, and changes the trajectory.
+TEST(KernelEmulation, UnrollHonoursTheOutputScale) {
+  const UnrollCase big{R, LA, 10, 20, 6, SD, 54, 1, 0.05};
+  for (int v : {1, 2, 3})
+    run_unroll_case(big, [v](auto&&... args) { return emulated_unroll_variant(v, args...); });
+  OptimizerHyper hyper;
+  const std::vector<float> w = init_optimizer(hyper, 62).weights;
+  const Task<float> task = sample_task<float>(spec_for(LA, 10, 20, 63));
+  Trajectory<float> a = start_trajectory(task.x0), b = a;
+  (void)emulated_unroll_variant(2, hyper, w, task, a, 3, NO);
+  hyper.output_scale = 0.05;
+  (void)emulated_unroll_variant(2, hyper, w, task, b, 3, NO);
+  EXPECT_NE(a.x, b.x);
 }
 
 TEST(KernelEmulation, UnrollV2IsBitIdenticalOnRepeat) {

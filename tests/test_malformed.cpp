@@ -153,6 +153,7 @@ std::vector<Key> schema() {
       {"[optimizer]", "arch", "optimizer.arch", Kind::enumeration, {}, ""},
       {"[optimizer]", "dm_p", "optimizer.dm_p", Kind::real, {"0", "-1.5"}, ""},
       {"[optimizer]", "dm_scale", "optimizer.dm_scale", Kind::real, {"0.0", "-0.1"}, ""},
+      {"[optimizer]", "output_scale", "optimizer.output_scale", Kind::real, {"0", "-0.01"}, ""},
       {"[train]", "unroll", "train.unroll", Kind::integer, {"0", "1001", "-20", "3000000000"}, ""},
       {"[train]", "lr", "train.lr", Kind::real, {"0", "-1e-3"}, ""},
       {"[train]", "beta1", "train.beta1", Kind::real, {"1.0", "-0.1", "1.5"}, ""},
@@ -175,6 +176,7 @@ std::vector<Key> schema() {
       {"[adapt]", "sources", "adapt.sources", Kind::enum_list, {}, ""},
       {"[eval]", "steps", "eval.steps", Kind::integer, {"0", "-1000"}, ""},
       {"[eval]", "seeds", "eval.seeds", Kind::integer, {"0", "1001"}, ""},
+      {"[eval]", "in_distribution", "eval.in_distribution", Kind::boolean, {}, ""},
       {"[baselines]", "optimizers", "baselines.optimizers", Kind::enum_list, {}, ""},
       {"[baselines]", "lrs", "baselines.lrs", Kind::real_list, {"[0.0]", "[0.1, -0.1]"}, ""},
       {"[baselines]", "momentum", "baselines.momentum", Kind::real, {"1.0", "-0.1"}, ""},
@@ -747,7 +749,7 @@ template <class T> std::string with_field(std::string b, size_t offset, T v) {
   return reseal(b);
 }
 
-// Byte offsets of the header fields (SPEC of the params file, lopt.hpp).
+// Byte offsets of the header fields (the params file format, lopt.hpp).
 constexpr size_t kOffVersion = 8, kOffArch = 12, kOffDmP = 16, kOffDmScale = 24, kOffCount = 32,
                  kOffTable = 36;
 

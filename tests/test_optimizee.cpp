@@ -126,7 +126,7 @@ TEST(Optimizee, ClosedForms) {
   // A^T r = (1 * -4.5 + 3 * -5.5, 2 * -4.5 + 4 * -5.5) = (-21, -31); + 0.5 (1, -1).
   EXPECT_DOUBLE_EQ(g[0], -21.0 + 0.5);
   EXPECT_DOUBLE_EQ(g[1], -31.0 - 0.5);
-  // The subgradient of |x| at 0 is 0 (SPEC section 2).
+  // The subgradient of |x| at 0 is 0 (docs/method.md section 1).
   const double zero[2] = {0.0, 0.0};
   instance_gradient(view_of(t), 0, zero, g, s);
   EXPECT_DOUBLE_EQ(g[0], -(1 * 1 + 3 * -1));  // A^T(-b)

@@ -103,7 +103,7 @@ def check(label, case, meta_loss, step_loss, grad):
 
 
 def random_task(instances, d=10, seed=0):
-    """A LASSO task of SPEC's distribution (sigma 1): the timing does not depend on the values."""
+    """A LASSO task of the paper's training distribution (sigma 1): the timing does not depend on the values."""
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((instances, d, d), dtype=np.float32)
     b = rng.random((instances, d), dtype=np.float32)

@@ -46,13 +46,40 @@ void require_fresh_dir(const std::string& dir, bool resume) {
   (void)resume;
 }
 
-Config load_with_overrides(const std::string& path, const std::string& backend) {
+Config load_with_overrides(const std::string& path, const ConfigOverrides& overrides) {
   Config cfg = load_config(path);
-  if (!backend.empty()) {
-    cfg.run.backend = backend;
-    cfg.json["run"]["backend"] = backend;
-  }
+  overrides.apply(cfg);
   return cfg;
+}
+
+// A saved optimizer to use under a config: same architecture, and the config's output scale
+// (params files do not record it).
+LearnedOptimizer load_params_for(const std::string& params_path, const Config& cfg) {
+  LearnedOptimizer opt = load_params(params_path);
+  if (opt.hyper.arch != cfg.optimizer.arch)
+    throw ConfigError(params_path + ": params are " + arch_name(opt.hyper.arch) + " but " + cfg.path +
+                      " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+  opt.hyper.output_scale = cfg.optimizer.output_scale;
+  return opt;
+}
+
+// "0,1,2" -> {0, 1, 2}; the seeds must be distinct integers in train.seed's range.
+std::vector<uint64_t> parse_train_seeds(const std::string& text) {
+  std::vector<uint64_t> seeds;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0 || v > 1000000)
+      throw ConfigError("--train-seeds: '" + item + "' is not a meta-training seed; allowed: "
+                        "comma-separated integers 0 to 1000000, e.g. 0,1,2");
+    for (uint64_t s : seeds)
+      if (s == uint64_t(v)) throw ConfigError("--train-seeds: seed " + item + " is given twice");
+    seeds.push_back(uint64_t(v));
+  }
+  if (seeds.empty()) throw ConfigError("--train-seeds: give at least one seed, e.g. 0,1,2");
+  return seeds;
 }
 
 std::string csv_curve(const std::vector<std::vector<double>>& curves) {
@@ -107,6 +134,24 @@ int main(int argc, char** argv) {
   run->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   run->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints during training (0: every meta-step)")
       ->check(CLI::Range(0.0, 1e9));
+
+  // sweep
+  std::string sweep_config, train_seeds_s;
+  auto* sweep = app.add_subcommand(
+      "sweep", "Run a whole experiment once per meta-training seed (train.seed) into OUT/train-seed-<s>/, "
+               "then aggregate: OUT/summary.json (train_seeds; per arm, K and source the mean, std, min "
+               "and max of each metric across seeds), OUT/curves.csv, OUT/plot.png (bands across seeds)");
+  sweep->add_option("config", sweep_config, "Experiment config (TOML)")->required()->check(CLI::ExistingFile);
+  sweep->add_option("--train-seeds", train_seeds_s, "Comma-separated meta-training seeds, e.g. 0,1,2")->required();
+  sweep->add_option("--out", out_dir, "Output directory (new, or an interrupted sweep's with --resume)")->required();
+  sweep->add_flag("--resume", resume, "Continue an interrupted sweep: resumes each seed's run, starts the missing ones");
+  sweep->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  sweep->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints during training (0: every meta-step)")
+      ->check(CLI::Range(0.0, 1e9));
+
+  auto* config_ref = app.add_subcommand(
+      "config-reference", "Print the reference of every config key (markdown: section, key, type, "
+                          "default, allowed values, meaning), as in configs/README.md");
 
   // train
   std::string config_path, method_s = "ml2o", init_path;
@@ -176,16 +221,31 @@ int main(int argc, char** argv) {
   std::string resume_hint;
   try {
     if (*info) return cmd_info();
+    ConfigOverrides overrides;
+    overrides.backend = backend;
+    if (*config_ref) {
+      std::cout << config_reference_markdown();
+      return 0;
+    }
     if (*run) {
-      const Config cfg = load_with_overrides(run_config, backend);
+      const Config cfg = load_with_overrides(run_config, overrides);
       require_fresh_dir(out_dir, resume);
-      RunOptions opts{out_dir, resume, ckpt_every, ""};
+      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
       resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
       run_protocol(cfg, opts);
       return 0;
     }
+    if (*sweep) {
+      const std::vector<uint64_t> seeds = parse_train_seeds(train_seeds_s);
+      const Config cfg = load_with_overrides(sweep_config, overrides);
+      require_fresh_dir(out_dir, resume);
+      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
+      resume_hint = "ml2o sweep " + sweep_config + " --train-seeds " + train_seeds_s + " --out " + out_dir + " --resume";
+      run_sweep(cfg, seeds, opts);
+      return 0;
+    }
     if (*train_cmd) {
-      const Config cfg = load_with_overrides(config_path, backend);
+      const Config cfg = load_with_overrides(config_path, overrides);
       if (cfg.train.tasks.empty())
         throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
       check_fits_in_memory(cfg);
@@ -197,19 +257,16 @@ int main(int argc, char** argv) {
         throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
       auto be = make_backend(cfg.run.backend);
       Progress progress;
-      RunOptions opts{out_dir, resume, ckpt_every, ""};
+      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
       resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
       run_training(cfg, *be, method_s == "l2o" ? Method::l2o : Method::ml2o, opts, progress,
                    init_path.empty() ? nullptr : &init);
       return 0;
     }
     if (*adapt_cmd) {
-      const Config cfg = load_with_overrides(config_path, backend);
+      const Config cfg = load_with_overrides(config_path, overrides);
       check_fits_in_memory(cfg);
-      const LearnedOptimizer start = load_params(params_path);
-      if (start.hyper.arch != cfg.optimizer.arch)
-        throw ConfigError(params_path + ": params are " + arch_name(start.hyper.arch) + " but " + cfg.path +
-                          " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+      const LearnedOptimizer start = load_params_for(params_path, cfg);
       auto be = make_backend(cfg.run.backend);
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
       const auto task = be->upload(adapt_task(cfg, src, seed_index));
@@ -220,9 +277,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*eval_cmd) {
-      const Config cfg = load_with_overrides(config_path, backend);
+      const Config cfg = load_with_overrides(config_path, overrides);
       check_fits_in_memory(cfg);
-      const LearnedOptimizer opt = load_params(params_path);
+      const LearnedOptimizer opt = load_params_for(params_path, cfg);
       auto be = make_backend(cfg.run.backend);
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
       std::vector<std::unique_ptr<BackendTask>> tasks;
@@ -240,7 +297,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*base_cmd) {
-      const Config cfg = load_with_overrides(config_path, backend);
+      const Config cfg = load_with_overrides(config_path, overrides);
       BaselineSpec spec;
       parse_baseline(opt_s, &spec.kind);
       spec.lr = lr;

@@ -277,6 +277,9 @@ const std::vector<Key<Config>>& config_keys() {
       real("optimizer.dm_scale", field(&C::optimizer, &OptimizerHyper::dm_scale), kPositive,
            "DM-LSTM's output scale (paper 0.1, DeepMind's code 0.01); recorded but unused with "
            "rnnprop"),
+      real("optimizer.output_scale", field(&C::optimizer, &OptimizerHyper::output_scale), kPositive,
+           "RNNprop's update is output_scale x tanh(.), the largest step per coordinate (paper "
+           "0.01); unused with dmlstm. Params files do not record it: adapt/eval take the config's"),
 
       integer("train.seed", field(&C::train, &TrainConfig::seed), {0, 1000000},
               "meta-training seed: initial weights, training and evaluation batches (not the test "
@@ -333,6 +336,9 @@ const std::vector<Key<Config>>& config_keys() {
       integer("eval.steps", field(&C::eval, &EvalConfig::steps), {1, kIntMax}, "optimizee steps"),
       integer("eval.seeds", field(&C::eval, &EvalConfig::seeds), {1, 1000},
               "evaluation s uses eval.task.seed + s"),
+      boolean("eval.in_distribution", field(&C::eval, &EvalConfig::in_distribution),
+              "also evaluate the trained optimizers (frozen) and Adam on fresh instances of every "
+              "[[train.task]]: summary.json \"in_distribution\", plot_in_distribution.png"),
       task_table("eval.task", field(&C::eval, &EvalConfig::task), default_eval_task_seed,
                  "D_test: a task table (below)")
           .needed("the test task D_test is required"),

@@ -56,6 +56,12 @@ TaskSpec evaluation_batch_spec(const TaskSpec& base, uint64_t eval_index, int ba
   return s;
 }
 
+TaskSpec in_distribution_spec(const TaskSpec& train_task, int seed_index, uint64_t task_index) {
+  TaskSpec s = train_task;
+  s.seed = below_2_63(derive_seed(train_task.seed, role::in_distribution, uint64_t(seed_index), task_index));
+  return s;
+}
+
 TaskSpec seed_offset_spec(const TaskSpec& base, int seed_index) {
   TaskSpec s = base;
   s.seed += uint64_t(seed_index);

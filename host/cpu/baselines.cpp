@@ -1,4 +1,4 @@
-// Analytical baselines on the CPU (SPEC section 6): SGD, Momentum, Adam, RMSProp, ISTA, FISTA.
+// Analytical baselines on the CPU (docs/method.md section 7): SGD, Momentum, Adam, RMSProp, ISTA, FISTA.
 //
 // Precision: iterates, gradients and optimizer state are float32 like the learned optimizers'
 // (gradients and objectives come from the shared instance_gradient / instance_objective); every

@@ -4,15 +4,9 @@
 #include <string>
 #include <vector>
 
-namespace ml2o {
+#include "ml2o/protocol.hpp"
 
-// One arm's evaluation curves: an adapted or frozen learned optimizer, or a baseline.
-struct ArmResult {
-  std::string arm, source, note;
-  int K = 0;
-  std::vector<std::vector<double>> curves;  // per seed, steps + 1 objectives
-  int64_t skipped = 0;
-};
+namespace ml2o {
 
 std::string part_name(const std::string& arm, int K, const std::string& source);
 void write_part(const std::filesystem::path& path, const ArmResult& r);

@@ -1,5 +1,6 @@
 // plot.png: log-scale objective against step, mean over seeds with a min-max band, one picture per
-// K, drawn by gnuplot from plot.gp and plot_data_K<k>.tsv (which stay for re-plotting).
+// K, drawn by gnuplot from plot.gp and plot_data_K<k>.tsv (which stay for re-plotting). The same
+// drawing serves plot_in_distribution.png and a sweep's bands across meta-training seeds.
 #include "plot.hpp"
 
 #include <algorithm>
@@ -15,23 +16,58 @@ namespace fs = std::filesystem;
 
 namespace ml2o {
 
-void write_plot(const fs::path& out, const std::vector<ArmResult>& results, const Config& cfg,
-                Progress& progress, nlohmann::json& summary) {
-  std::vector<int> Ks;
+namespace {
+// One colour per arm name, so an arm looks the same in every picture and no two arms share one.
+const std::pair<const char*, const char*> kArmColours[] = {
+    {"ml2o", "#d62728"},     {"transfer_learning", "#1f77b4"}, {"direct_transfer", "#17becf"},
+    {"vanilla", "#9467bd"},  {"l2o", "#393b79"},               {"sgd", "#8c564b"},
+    {"momentum", "#e377c2"}, {"adam", "#2ca02c"},              {"rmsprop", "#bcbd22"},
+    {"ista", "#ff7f0e"},     {"fista", "#000000"},
+};
+constexpr const char* kUnknownArmColour = "#7f7f7f";
+}  // namespace
+
+const char* arm_colour(const std::string& arm) {
+  for (const auto& [name, colour] : kArmColours)
+    if (arm == name) return colour;
+  return kUnknownArmColour;
+}
+
+std::vector<std::string> coloured_arms() {
+  std::vector<std::string> names;
+  for (const auto& entry : kArmColours) names.push_back(entry.first);
+  return names;
+}
+
+PlotSpec PlotSpec::out_of_distribution(const Config& cfg) {
+  PlotSpec p;
+  p.title = std::string(family_name(cfg.eval.task.family)) + " test,";
   for (int K : cfg.adapt.K)
-    if (std::find(Ks.begin(), Ks.end(), K) == Ks.end()) Ks.push_back(K);
-  if (Ks.empty()) Ks.push_back(0);
+    if (std::find(p.Ks.begin(), p.Ks.end(), K) == p.Ks.end()) p.Ks.push_back(K);
+  if (p.Ks.empty()) p.Ks.push_back(0);
+  return p;
+}
+
+PlotSpec PlotSpec::in_distribution(const Config&) {
+  PlotSpec p;
+  p.stem = "plot_in_distribution";
+  p.summary_key = "plot_in_distribution";
+  p.title = "in distribution (fresh training-task instances), frozen weights";
+  p.band = "min-max over seeds and training tasks";
+  p.Ks = {0};
+  return p;
+}
+
+void write_plot(const fs::path& out, const std::vector<ArmResult>& results, const Config& cfg,
+                Progress& progress, nlohmann::json& summary, const PlotSpec& spec) {
+  const std::string gp_name = spec.stem + ".gp";
   std::ostringstream gp;
-  gp << "# gnuplot script written by ml2o " << engine_version() << "; rerun: gnuplot plot.gp\n"
+  gp << "# gnuplot script written by ml2o " << engine_version() << "; rerun: gnuplot " << gp_name << "\n"
      << "set terminal pngcairo size 1100,700 noenhanced\nset logscale y\nset format y '%.0e'\n"
-     << "set xlabel 'optimizee step'\nset ylabel 'mean objective (band: min-max over seeds)'\n"
+     << "set xlabel 'optimizee step'\nset ylabel 'mean objective (band: " << spec.band << ")'\n"
      << "set key outside right\nset grid\n";
   std::vector<std::string> pngs;
-  // Distinct colours; adaptation on D_adapt is dashed, so an arm and its @adapt twin pair up.
-  static const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
-                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#000000", "#aec7e8",
-                                   "#393b79", "#637939", "#8c6d31", "#843c39"};
-  for (int K : Ks) {
+  for (int K : spec.Ks) {
     // Arms that diverged (non-finite final objective) are left out of the picture, not the data.
     std::vector<const ArmResult*> shown;
     double lo = HUGE_VAL, start_hi = 0;
@@ -45,7 +81,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
         for (double v : c)
           if (v > 0 && std::isfinite(v)) lo = std::min(lo, v);
     }
-    const std::string data = "plot_data_K" + std::to_string(K) + ".tsv";
+    const std::string data = spec.stem + "_data_K" + std::to_string(K) + ".tsv";
     std::ostringstream ds;
     ds << "# step";
     for (auto* r : shown) ds << "\t" << r->arm << "@" << r->source << "_K" << r->K << "(mean,min,max)";
@@ -66,17 +102,18 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
       ds << '\n';
     }
     write_file_atomic((out / data).string(), ds.str());
-    const std::string png = "plot_K" + std::to_string(K) + ".png";
+    const std::string png = spec.stem + "_K" + std::to_string(K) + ".png";
     pngs.push_back(png);
-    gp << "set output '" << png << "'\nset title '" << cfg.run.name << ": " << family_name(cfg.eval.task.family)
-       << " test, K = " << K << " adaptation steps (diverged arms omitted)'\n";
+    gp << "set output '" << png << "'\nset title '" << cfg.run.name << ": " << spec.title;
+    if (spec.Ks.size() > 1 || K != 0) gp << " K = " << K << " adaptation steps";
+    gp << " (diverged arms omitted)'\n";
     if (std::isfinite(lo) && start_hi > 0)  // keep an arm that blows up from flattening the rest
       gp << "set yrange [" << format_double_csv(lo / 2) << ":" << format_double_csv(start_hi * 100) << "]\n";
     gp << "plot ";
     for (size_t i = 0; i < shown.size(); ++i) {
       const int col = 2 + 3 * int(i);
       const bool dashed = shown[i]->source == "adapt";
-      const std::string colour = kColours[i % (sizeof(kColours) / sizeof(kColours[0]))];
+      const std::string colour = arm_colour(shown[i]->arm);
       const std::string label = shown[i]->arm + (dashed ? "@adapt" : "");
       gp << (i ? ", \\\n  " : "") << "'" << data << "' using 1:" << col + 1 << ":" << col + 2
          << " with filledcurves fs transparent solid 0.12 lc rgb '" << colour << "' notitle, '"
@@ -85,17 +122,17 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     }
     gp << "\n";
   }
-  write_file_atomic((out / "plot.gp").string(), gp.str());
-  const std::string cmd = "cd '" + out.string() + "' && gnuplot plot.gp 2>gnuplot.err";
+  write_file_atomic((out / gp_name).string(), gp.str());
+  const std::string cmd = "cd '" + out.string() + "' && gnuplot " + gp_name + " 2>gnuplot.err";
   const int rc = std::system(cmd.c_str());
   if (rc == 0 && fs::exists(out / pngs[0])) {
-    fs::copy_file(out / pngs[0], out / "plot.png", fs::copy_options::overwrite_existing);
+    fs::copy_file(out / pngs[0], out / (spec.stem + ".png"), fs::copy_options::overwrite_existing);
     fs::remove(out / "gnuplot.err");
-    summary["plot"] = "plot.png";
+    summary[spec.summary_key] = spec.stem + ".png";
   } else {
-    progress.line("warning: gnuplot failed or is missing (see gnuplot.err); plot data and plot.gp "
-                  "are written, run 'gnuplot plot.gp' in the output directory after installing it");
-    summary["plot"] = nullptr;
+    progress.line("warning: gnuplot failed or is missing (see gnuplot.err); plot data and " + gp_name +
+                  " are written, run 'gnuplot " + gp_name + "' in the output directory after installing it");
+    summary[spec.summary_key] = nullptr;
   }
 }
 

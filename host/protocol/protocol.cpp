@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
 
 #include "ml2o/io.hpp"
+#include "ml2o/seeds.hpp"
 #include "outputs.hpp"
 #include "plot.hpp"
 
@@ -61,6 +63,25 @@ void check_fits_in_memory(const Config& cfg) {
   }
 }
 
+// ---- settings from the command line ------------------------------------------------------------------
+void ConfigOverrides::apply(Config& cfg) const {
+  if (!backend.empty()) {
+    cfg.run.backend = backend;
+    cfg.json["run"]["backend"] = backend;
+  }
+  if (train_seed) {
+    cfg.train.seed = *train_seed;
+    cfg.json["train"]["seed"] = *train_seed;
+  }
+}
+
+std::string ConfigOverrides::describe() const {
+  std::string d;
+  if (!backend.empty()) d = "run.backend = \"" + backend + "\"";
+  if (train_seed) d += (d.empty() ? "" : ", ") + std::string("train.seed = ") + std::to_string(*train_seed);
+  return d;
+}
+
 // ---- tasks of the protocol -------------------------------------------------------------------------
 Task<float> test_task(const Config& cfg, int seed_index) {
   return sample_task<float>(seed_offset_spec(cfg.eval.task, seed_index));
@@ -69,6 +90,14 @@ Task<float> test_task(const Config& cfg, int seed_index) {
 Task<float> adapt_task(const Config& cfg, AdaptSource source, int seed_index) {
   if (source == AdaptSource::test) return test_task(cfg, seed_index);
   return sample_task<float>(seed_offset_spec(cfg.adapt.task, seed_index));
+}
+
+std::vector<TaskSpec> in_distribution_specs(const Config& cfg) {
+  std::vector<TaskSpec> specs;
+  for (int s = 0; s < cfg.eval.seeds; ++s)
+    for (size_t i = 0; i < cfg.train.tasks.size(); ++i)
+      specs.push_back(in_distribution_spec(cfg.train.tasks[i], s, i));
+  return specs;
 }
 
 AdaptPlan adapt_plan(const Config& cfg) {
@@ -87,14 +116,17 @@ void check_interrupt(const std::string& where) {
 void claim_run_dir(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   const fs::path saved_cfg = out / "config.toml";
-  const std::string cfg_text = read_file(cfg.path);
+  std::string cfg_text = read_file(cfg.path);
+  if (!opts.overrides.describe().empty())
+    cfg_text = "# ml2o: this run overrides " + opts.overrides.describe() + " (command line)\n" + cfg_text;
   if (fs::exists(out) && !fs::is_directory(out))
     throw IoError(out.string() + " exists and is not a directory");
   if (fs::exists(saved_cfg)) {
     if (!opts.resume)
       throw ConfigError(out.string() + " already holds a run; resume it with --resume, or choose "
                         "another --out (nothing was changed)");
-    const Config prev = parse_config(read_file(saved_cfg.string()), saved_cfg.string());
+    Config prev = parse_config(read_file(saved_cfg.string()), saved_cfg.string());
+    opts.overrides.apply(prev);
     if (config_hash(prev) != config_hash(cfg))
       throw ConfigError(cfg.path + ": differs from the config this run was started with (" +
                         saved_cfg.string() + "); --resume needs the same settings");
@@ -152,23 +184,25 @@ ArmResult adapted_arm(const Config& cfg, Backend& be, ArmTasks& tasks, const std
   return r;
 }
 
-// An analytical baseline over the learning-rate sweep, keeping the best final objective.
-ArmResult baseline_arm(const Config& cfg, Backend& be, BaselineKind kind) {
+// An analytical baseline over the learning-rate sweep, keeping the best final objective; curve i
+// runs on task_of(i), i < count.
+ArmResult baseline_arm(const Config& cfg, Backend& be, BaselineKind kind, const std::string& source,
+                       int count, const std::function<Task<float>(int)>& task_of) {
   const std::string arm = baseline_name(kind);
   const bool has_lr = kind != BaselineKind::ista && kind != BaselineKind::fista;
   const std::vector<double> lrs = has_lr ? cfg.baselines.lrs : std::vector<double>{0.0};
-  ArmResult best{arm, "-", "", 0, {}, 0};
+  ArmResult best{arm, source, "", 0, {}, 0};
   double best_final = HUGE_VAL;
   std::string tried;
   for (double lr : lrs) {
-    ArmResult r{arm, "-", "", 0, {}, 0};
+    ArmResult r{arm, source, "", 0, {}, 0};
     BaselineSpec spec;
     spec.kind = kind;
     spec.lr = lr;
     spec.momentum = cfg.baselines.momentum;
-    for (int s = 0; s < cfg.eval.seeds; ++s) {
+    for (int i = 0; i < count; ++i) {
       check_interrupt("baseline " + arm);
-      r.curves.push_back(be.run_baseline(spec, test_task(cfg, s), cfg.eval.steps));
+      r.curves.push_back(be.run_baseline(spec, task_of(i), cfg.eval.steps));
     }
     const double fin = summarise_curves(r.curves).final_mean;
     if (has_lr) tried += (tried.empty() ? "" : ";") + fmt_g(lr) + ":" + fmt_g(fin);
@@ -229,6 +263,28 @@ std::string results_table(const nlohmann::json& arms) {
   return table.str();
 }
 
+// Runs the jobs in order, each unless its part file holds its finished result (`count` curves of
+// steps + 1 values).
+std::vector<ArmResult> run_jobs(const fs::path& out, const std::vector<Job>& jobs, int count,
+                                int steps, const std::string& what, Progress& progress) {
+  progress.stage(what + " (" + std::to_string(jobs.size()) + " arms x " + std::to_string(count) +
+                 " instance sets)");
+  std::vector<ArmResult> results;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const fs::path part = out / "parts" / part_name(jobs[j].arm, jobs[j].K, jobs[j].source);
+    ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0};
+    if (!read_part(part, r, count, steps)) {
+      progress.update(jobs[j].arm + " K=" + std::to_string(jobs[j].K) + " source " + jobs[j].source,
+                      double(j) / double(jobs.size()));
+      r = jobs[j].fn();
+      write_part(part, r);
+    }
+    results.push_back(std::move(r));
+  }
+  progress.finish_line();
+  return results;
+}
+
 void require_capabilities(const Config& cfg, const Backend& be, Progress& progress) {
   const BackendCaps caps = be.caps();
   if (cfg.arms.ml2o && cfg.ml2o.meta_gradient == MetaGradient::second_order &&
@@ -239,7 +295,7 @@ void require_capabilities(const Config& cfg, const Backend& be, Progress& progre
 
 }  // namespace
 
-void run_protocol(const Config& cfg, const RunOptions& opts) {
+ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   check_fits_in_memory(cfg);
   auto backend = make_backend(cfg.run.backend);
@@ -292,33 +348,78 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
                     }});
   if (cfg.arms.baselines)
     for (BaselineKind kind : cfg.baselines.optimizers)
-      jobs.push_back({baseline_name(kind), "-", 0, [&, kind] { return baseline_arm(cfg, be, kind); }});
+      jobs.push_back({baseline_name(kind), "-", 0, [&, kind] {
+                        return baseline_arm(cfg, be, kind, "-", cfg.eval.seeds,
+                                            [&](int s) { return test_task(cfg, s); });
+                      }});
 
   const int seeds = cfg.eval.seeds, steps = cfg.eval.steps;
-  progress.stage("adapt and evaluate (" + std::to_string(jobs.size()) + " arms x " +
-                 std::to_string(seeds) + " seeds)");
-  std::vector<ArmResult> results;
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    const fs::path part = out / "parts" / part_name(jobs[j].arm, jobs[j].K, jobs[j].source);
-    ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0};
-    if (!read_part(part, r, seeds, steps)) {
-      progress.update(jobs[j].arm + " K=" + std::to_string(jobs[j].K) + " source " + jobs[j].source,
-                      double(j) / double(jobs.size()));
-      r = jobs[j].fn();
-      write_part(part, r);
+  ProtocolResult result;
+  result.arms = run_jobs(out, jobs, seeds, steps, "adapt and evaluate", progress);
+
+  // In distribution: the trained optimizers (frozen) and Adam on fresh instances of D_train, for
+  // comparison with the test task. Source "train" names these parts.
+  const bool trained_any = cfg.arms.direct_transfer || cfg.arms.transfer_learning || cfg.arms.ml2o;
+  if (cfg.eval.in_distribution && trained_any) {
+    std::vector<std::unique_ptr<BackendTask>> owned;
+    std::vector<const BackendTask*> in_tasks;
+    const std::vector<TaskSpec> specs = in_distribution_specs(cfg);
+    for (const TaskSpec& spec : specs) {
+      owned.push_back(be.upload(sample_task<float>(spec)));
+      in_tasks.push_back(owned.back().get());
     }
-    results.push_back(std::move(r));
+    std::vector<Job> in_jobs;
+    auto frozen = [&](const std::string& arm, const LearnedOptimizer* opt) {
+      in_jobs.push_back({arm, "train", 0, [&, arm, opt] {
+                           check_interrupt("in-distribution " + arm);
+                           return ArmResult{arm, "train", "", 0, evaluate(be, {*opt}, in_tasks, steps), 0};
+                         }});
+    };
+    if (cfg.arms.direct_transfer || cfg.arms.transfer_learning) frozen("l2o", &l2o_opt);
+    if (cfg.arms.ml2o) frozen("ml2o", &ml2o_opt);
+    in_jobs.push_back({"adam", "train", 0, [&] {
+                         return baseline_arm(cfg, be, BaselineKind::adam, "train", int(specs.size()),
+                                             [&](int i) { return sample_task<float>(specs[i]); });
+                       }});
+    result.in_distribution = run_jobs(out, in_jobs, int(specs.size()), steps,
+                                      "evaluate in distribution", progress);
   }
-  progress.finish_line();
 
   nlohmann::json arms = nlohmann::json::array();
-  for (const auto& r : results) arms.push_back(arm_summary(r));
+  for (const auto& r : result.arms) arms.push_back(arm_summary(r));
   summary["arms"] = arms;
-  write_file_atomic((out / "curves.csv").string(), curves_csv(results));
-  write_plot(out, results, cfg, progress, summary);
+  write_file_atomic((out / "curves.csv").string(), curves_csv(result.arms));
+  write_plot(out, result.arms, cfg, progress, summary, PlotSpec::out_of_distribution(cfg));
+  std::string in_table;
+  if (!result.in_distribution.empty()) {
+    nlohmann::json in_arms = nlohmann::json::array();
+    for (const auto& r : result.in_distribution) in_arms.push_back(arm_summary(r));
+    nlohmann::json train_tasks = nlohmann::json::array();
+    for (const TaskSpec& t : cfg.train.tasks) {
+      nlohmann::json d = {{"family", family_name(t.family)}, {"dim", t.dim}};
+      if (t.family == Family::lasso || t.family == Family::quadratic) d["sigma"] = t.sigma;
+      if (t.family == Family::rastrigin) d["alpha"] = t.alpha;
+      train_tasks.push_back(d);
+    }
+    summary["in_distribution"] = {
+        {"what", "frozen trained optimizers and Adam (best lr of baselines.lrs) on fresh instances "
+                 "of every training task; curves are per (evaluation seed, training task)"},
+        {"train_tasks", train_tasks},
+        {"curves", "curves_in_distribution.csv"},
+        {"arms", in_arms}};
+    write_file_atomic((out / "curves_in_distribution.csv").string(), curves_csv(result.in_distribution));
+    write_plot(out, result.in_distribution, cfg, progress, summary, PlotSpec::in_distribution(cfg));
+    in_table = "\nin distribution (training tasks, frozen weights):\n" + results_table(in_arms);
+  } else if (cfg.eval.in_distribution) {
+    summary["in_distribution"] = {{"skipped", "no trained optimizer (arms.direct_transfer, "
+                                              "arms.transfer_learning and arms.ml2o are off)"}};
+  }
   summary["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
-  progress.line("results in " + out.string() + " (curves.csv, summary.json, plot.png)\n" + results_table(arms));
+  progress.line("results in " + out.string() + " (curves.csv, summary.json, plot.png)\n" +
+                results_table(arms) + in_table);
+  result.summary = std::move(summary);
+  return result;
 }
 
 }  // namespace ml2o

@@ -31,6 +31,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
       st.opt = *init;
     }
   }
+  st.opt.hyper.output_scale = cfg.optimizer.output_scale;  // not in params files: the config's
   progress.stage(std::string("train ") + method_name(method));
   double last_ckpt = now_s();
   auto save = [&](const TrainerState& s) {

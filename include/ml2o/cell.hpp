@@ -1,4 +1,4 @@
-// Per-coordinate math of the learned optimizers (SPEC section 3), shared by the CPU reference and
+// Per-coordinate math of the learned optimizers (docs/method.md section 2), shared by the CPU reference and
 // the CUDA kernels. Row-vector convention: y = x @ W + b, W row-major [in, out]. An LSTM's W has
 // rows [input; h] and columns the gates (i, j, f, o), kHidden each.
 #pragma once
@@ -30,18 +30,21 @@ struct DmlstmLayout {
   static constexpr int W_out = b2 + kGates, b_out = W_out + kHidden;
   static constexpr int size = b_out + 1;  // 5141
 };
-static_assert(RnnpropLayout::size == 6641, "SPEC: RNNprop has 6,641 parameters");
+static_assert(RnnpropLayout::size == 6641, "RNNprop has 6,641 parameters (docs/method.md section 2)");
 
-// RNNprop's fixed constants (SPEC section 3).
+// RNNprop's fixed constants (docs/method.md, "RNNprop").
 constexpr double kRnnpropBeta = 0.95;
 constexpr double kRnnpropEps = 1e-8;
-constexpr double kRnnpropScale = 0.01;
+constexpr double kRnnpropDefaultScale = 0.01;  // the paper's 0.01 x tanh output
 
 // Settings of the optimizer that are not weights.
 struct OptimizerHyper {
   Arch arch = Arch::rnnprop;
   double dm_p = 10.0;      // DM-LSTM log-and-sign preprocessing parameter
   double dm_scale = 0.1;   // DM-LSTM output scale
+  // RNNprop's update is output_scale x tanh(.): the largest step a coordinate can take. A config
+  // setting (optimizer.output_scale); params files do not record it, the config supplies it.
+  double output_scale = kRnnpropDefaultScale;
 };
 
 template <class S> ML2O_HD S sigmoid(S x) { return S(1) / (S(1) + exp(-x)); }
@@ -214,7 +217,7 @@ ML2O_HD S optimizer_step_forward(const OptimizerHyper& hyper, const S* w, S g, i
   }
   if (hyper.arch == Arch::rnnprop) {
     tp.out = tanh(pre);
-    return S(kRnnpropScale) * tp.out;
+    return S(hyper.output_scale) * tp.out;
   }
   tp.out = pre;
   return S(hyper.dm_scale) * pre;
@@ -232,7 +235,7 @@ ML2O_HD S optimizer_step_backward(const OptimizerHyper& hyper, const S* w, const
     using L = RnnpropLayout;
     in_dim = kHidden;
     W1 = w + L::W1; W2 = w + L::W2; Wo = w + L::W_out;
-    sg.dout = d_delta * S(kRnnpropScale) * (S(1) - tp.out * tp.out);
+    sg.dout = d_delta * S(hyper.output_scale) * (S(1) - tp.out * tp.out);
   } else {
     using L = DmlstmLayout;
     in_dim = 2;

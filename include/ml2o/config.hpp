@@ -1,4 +1,4 @@
-// Experiment configuration: one TOML file declares the whole protocol (SPEC sections 4-6).
+// Experiment configuration: one TOML file declares the whole protocol (docs/method.md sections 4-6).
 // Every key is declared once, in the tables of host/config/config.cpp; configs/README.md's key
 // reference is generated from them (config_reference_markdown).
 #pragma once

@@ -37,7 +37,7 @@ struct LearnedOptimizer {
   std::vector<float> weights;
 };
 
-// SPEC initialisation: linear weights truncated normal std 1/sqrt(fan_in), linear biases 0,
+// Initialisation (docs/method.md section 2): linear weights truncated normal std 1/sqrt(fan_in), linear biases 0,
 // LSTM weights and biases truncated normal std 1/sqrt(40). Deterministic in the seed.
 LearnedOptimizer init_optimizer(const OptimizerHyper& hyper, uint64_t seed);
 

@@ -1,4 +1,4 @@
-// Optimizee families (SPEC section 2): batched tasks of N instances, structure of arrays.
+// Optimizee families (docs/method.md section 1): batched tasks of N instances, structure of arrays.
 // Per-instance objective, gradient and Hessian-vector product are shared with the CUDA kernels.
 #pragma once
 #include <cmath>
@@ -16,7 +16,7 @@ const char* family_name(Family f);
 bool parse_family(const std::string& name, Family* out);
 constexpr const char* kFamilyNames = "lasso, quadratic, rosenbrock, rastrigin";
 
-// Everything that defines a task's distribution. Defaults are SPEC's LASSO.
+// Everything that defines a task's distribution. Defaults are the paper's LASSO.
 struct TaskSpec {
   Family family = Family::lasso;
   int dim = 10;

@@ -10,9 +10,17 @@
 //   summary.json           per arm and K: final mean/std, objective at steps 10/100/1000, steps to
 //                          10x and 100x below the start; the resolved config; engine version
 //   plot.png (+ plot_K<k>.png, plot.gp, plot_data_K<k>.tsv)  log-scale objective vs step
+//   plot_in_distribution.png (+ its .gp and data)  with eval.in_distribution: the trained
+//                          optimizers and Adam on fresh instances of the training tasks
+//
+// `ml2o sweep` (run_sweep) runs the protocol once per meta-training seed into
+// <out>/train-seed-<s>/ (each a run directory as above) and aggregates them into <out>/summary.json,
+// <out>/curves.csv and <out>/plot.png (bands across the meta-training seeds).
 #pragma once
 #include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,11 +38,37 @@ struct Interrupted : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Settings given on the command line instead of in the config file. They are applied to the
+// loaded config and, on --resume, to the config saved in the run directory before the two are
+// compared; the saved config.toml names them in a comment.
+struct ConfigOverrides {
+  std::string backend;                 // --backend (empty: the config's run.backend)
+  std::optional<uint64_t> train_seed;  // set by `ml2o sweep` for each meta-training seed
+  void apply(Config& cfg) const;
+  std::string describe() const;        // "run.backend = \"cpu\", train.seed = 1", or ""
+};
+
 struct RunOptions {
   std::string out_dir;
   bool resume = false;
   double checkpoint_every_s = 30.0;  // 0: after every meta-step
   std::string command_line;          // how to resume, for messages
+  ConfigOverrides overrides;         // already applied to the Config passed along
+};
+
+// One arm's evaluation curves: an adapted or frozen learned optimizer, or a baseline.
+struct ArmResult {
+  std::string arm, source, note;
+  int K = 0;
+  std::vector<std::vector<double>> curves;  // per seed, steps + 1 objectives
+  int64_t skipped = 0;
+};
+
+// What a run wrote, in memory.
+struct ProtocolResult {
+  nlohmann::json summary;                  // summary.json
+  std::vector<ArmResult> arms;             // on the test task (out of distribution)
+  std::vector<ArmResult> in_distribution;  // on the training tasks; empty unless eval.in_distribution
 };
 
 // Trains one method (creating or resuming <out>/checkpoints/<method>.ckpt) and writes
@@ -44,7 +78,21 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
                           const LearnedOptimizer* init = nullptr);
 
 // The whole protocol. Throws ConfigError / FormatError / IoError / Interrupted / DivergenceError.
-void run_protocol(const Config& cfg, const RunOptions& opts);
+ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts);
+
+// The protocol once per meta-training seed (train.seed = s) into <out>/train-seed-<s>/, then the
+// aggregate files in <out>. opts.resume resumes every seed's run (and starts the missing ones).
+void run_sweep(const Config& cfg, const std::vector<uint64_t>& train_seeds, const RunOptions& opts);
+
+// The aggregate summary of a sweep: per (arm, K, source) and each summary metric, the per-seed
+// values and their mean, std (n - 1), min and max over the seeds where the metric is defined.
+// runs[i] was run with train_seeds[i].
+nlohmann::json aggregate_train_seeds(const std::vector<uint64_t>& train_seeds,
+                                     const std::vector<ProtocolResult>& runs);
+
+// The instances the in-distribution evaluation uses: for each evaluation seed s, every training
+// task i drawn afresh (seeds.hpp, in_distribution_spec); seed-major.
+std::vector<TaskSpec> in_distribution_specs(const Config& cfg);
 
 uint64_t config_hash(const Config& cfg);
 

@@ -17,6 +17,8 @@
 //   evaluation batch     derive_seed(task.seed, role::train_eval, evaluation index,
 //                                    1000 * batch + task index + 2^32 m)
 //   evaluation seed s    eval.task.seed + s (the test instances), adapt.task.seed + s (D_adapt)
+//   in-distribution      derive_seed(seed of training task i, role::in_distribution, s, i) for
+//   evaluation seed s    (eval.in_distribution): fresh instances, independent of m like the test
 #pragma once
 #include <cstdint>
 
@@ -26,7 +28,7 @@ namespace ml2o {
 
 uint64_t derive_seed(uint64_t base, uint64_t role, uint64_t a = 0, uint64_t b = 0);
 namespace role {
-constexpr uint64_t init = 1, train_task = 2, train_eval = 3, vanilla_init = 4;
+constexpr uint64_t init = 1, train_task = 2, train_eval = 3, vanilla_init = 4, in_distribution = 5;
 }
 
 // Defaults of task tables without an explicit seed.
@@ -46,5 +48,6 @@ TaskSpec training_batch_spec(const TaskSpec& base, int64_t epoch, uint64_t task_
 TaskSpec evaluation_batch_spec(const TaskSpec& base, uint64_t eval_index, int batch,
                                uint64_t task_index, uint64_t train_seed);
 TaskSpec seed_offset_spec(const TaskSpec& base, int seed_index);  // eval/adapt seed s
+TaskSpec in_distribution_spec(const TaskSpec& train_task, int seed_index, uint64_t task_index);
 
 }  // namespace ml2o

@@ -19,7 +19,7 @@ struct RunConfig {
   std::string backend = "auto";  // cpu | cuda | auto
 };
 
-// Meta-training (plain L2O, SPEC 4) and the pretraining of M-L2O and transfer learning.
+// Meta-training (plain L2O, docs/method.md section 4) and the pretraining of M-L2O and transfer learning.
 struct TrainConfig {
   uint64_t seed = 0;             // meta-training seed (seeds.hpp): init, batches, not the test set
   std::vector<TaskSpec> tasks;   // D_train; a sigma list expands into one task per sigma
@@ -57,6 +57,7 @@ struct EvalConfig {
   int steps = 1000;
   int seeds = 10;
   TaskSpec task;                 // D_test; the seed of evaluation s is task.seed + s
+  bool in_distribution = true;   // also evaluate on D_train's tasks (fresh instances)
 };
 
 struct BaselinesConfig {

@@ -243,7 +243,7 @@ __device__ __forceinline__ void unroll_forward_v3_lab_block(const UnrollArgs& a,
       const float* row = rows + pl.tid * kV2RowStride;
       float pre = wsm[kV3Wout + kHidden];
       for (int h = 0; h < kHidden; ++h) pre += row[kV2H2 + h] * wsm[kV3Wout + h];
-      x_sh[pl.tid] += rnn ? static_cast<float>(kRnnpropScale) * tanh(pre)
+      x_sh[pl.tid] += rnn ? static_cast<float>(a.hyper.output_scale) * tanh(pre)
                           : static_cast<float>(a.hyper.dm_scale) * pre;
     }
   }
