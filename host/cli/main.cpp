@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
       const fs::path params = fs::path(out_dir) / (method_s + ".params");
       if (fs::exists(params) && !resume)
         throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       Progress progress;
       RunOptions opts{out_dir, resume, ckpt_every, ""};
       resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
       if (start.hyper.arch != cfg.optimizer.arch)
         throw ConfigError(params_path + ": params are " + arch_name(start.hyper.arch) + " but " + cfg.path +
                           " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
       const auto task = be->upload(adapt_task(cfg, src, seed_index));
       const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(config_path, backend);
       check_fits_in_memory(cfg);
       const LearnedOptimizer opt = load_params(params_path);
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
       std::vector<std::unique_ptr<BackendTask>> tasks;
       std::vector<const BackendTask*> task_ptrs;
@@ -258,7 +258,7 @@ int main(int argc, char** argv) {
       if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task.spec.family != Family::lasso)
         throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
                           " task of " + cfg.path + " is " + family_name(task.spec.family));
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const auto curve = be->run_baseline(spec, task, steps);
       fs::create_directories(out_dir);
       std::ostringstream os;
