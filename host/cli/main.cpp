@@ -68,7 +68,7 @@ int cmd_info() {
   std::cout << "ml2o " << engine_version() << "\n\nlearned optimizers (parameters):\n";
   for (Arch a : {Arch::rnnprop, Arch::dmlstm})
     std::cout << "  " << arch_name(a) << "  " << param_count(a) << "\n";
-  std::cout << "\noptimizee families: " << kFamilyNames << "\n"
+  std::cout << "\noptimizee families: " << kFamilyNames << " (mlp: cpu backend only)\n"
             << "analytical baselines: " << kBaselineNames << "\n"
             << "backends: cpu" << (cuda_available() ? ", cuda (device present)" :
 #ifdef ML2O_HAVE_CUDA
