@@ -334,13 +334,13 @@ TEST(MlpProtocol, QuickConfigShrunkRunsEndToEnd) {
   ML2O_NEED_DIGITS();
   std::string text = read_file(std::string(ML2O_SOURCE_DIR) + "/configs/mlp-digits-quick.toml");
   for (const auto& [find, replace] : std::vector<std::pair<std::string, std::string>>{
-           {"max_epochs = 6", "max_epochs = 1"},
-           {"curriculum = [50]", "curriculum = [20]"},
-           {"trajectory = 50", "trajectory = 20"},
-           {"steps = 100", "steps = 20"},
+           {"max_epochs = 4", "max_epochs = 1"},
+           {"curriculum = [40]", "curriculum = [20]"},
+           {"trajectory = 40", "trajectory = 20"},
+           {"steps = 60", "steps = 20"},
            {"seeds = 2", "seeds = 1"},
-           {"report_every = 25", "report_every = 10"},
-           {"layers = [64, 16, 10]", "layers = [64, 4, 10]"},
+           {"report_every = 20", "report_every = 10"},
+           {"layers = [64, 12, 10]", "layers = [64, 4, 10]"},
            {"layers = [64, 8, 10]", "layers = [64, 3, 10]"}})
     text = with(text, find, replace);
   TempDir tmp;
