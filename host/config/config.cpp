@@ -270,7 +270,9 @@ ParsedTask parse_task(Parser& p, const Tab& tab, bool lists_allowed) {
 }
 
 nlohmann::json task_json(const TaskSpec& s) {
-  return to_json<TaskSpec>(task_keys(), s, [&](const Key<TaskSpec>& k) { return applies(k, s.family); });
+  return to_json<TaskSpec>(task_keys(), s, [&](const Key<TaskSpec>& k) {
+    return applies(k, s.family) && (k.path != "labels_path" || s.dataset == "idx");
+  });
 }
 
 // [[train.task]]: D_train. Tasks without a seed get derived ones (run.seed is read by now).
@@ -581,7 +583,11 @@ Config parse_document(const toml::table& doc, const std::string& source) {
   check_mlp_rules(p, cfg);
   // Settings only (not the file's path): two files with the same settings give the same json,
   // which is what a resumed run compares.
-  cfg.json = to_json(config_keys(), cfg);
+  // eval.report_every exists for an mlp test task only (check_mlp_rules), so only then is it part
+  // of the settings.
+  cfg.json = to_json<Config>(config_keys(), cfg, [&](const Key<Config>& k) {
+    return k.path != "eval.report_every" || cfg.eval.task.family == Family::mlp;
+  });
   return cfg;
 }
 
