@@ -2,9 +2,11 @@
 // baselines against direct loops over the MLP reference, evaluation with report steps, the config's
 // keys and refusals, and the quick config end to end in a shrunk form.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -182,6 +184,15 @@ TEST(MlpTask, EvaluateWithReportsGivesTheSameCurves) {
   EXPECT_EQ(last[1], tr.x);
 }
 
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/ml2o_mlp_XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
 // ---- config ------------------------------------------------------------------------------------
 
 const char* kMlpConfig = R"(
@@ -317,16 +328,24 @@ TEST(MlpConfig, BadDatasetFileIsAFormatErrorNamingThePath) {
   }
 }
 
-// ---- end to end --------------------------------------------------------------------------------
+// `ml2o run` with a dataset file that is not there: exit 2, the path in the message, no output.
+TEST(MlpProtocol, MissingDatasetExitsTwoAndWritesNothing) {
+  TempDir tmp;
+  const fs::path cfg = tmp.path / "bad.toml";
+  std::ofstream(cfg) << with(kMlpConfig, "activation = \"relu\"",
+                             "activation = \"relu\"\ndata_path = \"" + (tmp.path / "none.csv.gz").string() + "\"");
+  const fs::path err = tmp.path / "stderr.txt";
+  const std::string cmd = std::string(ML2O_BINARY) + " run " + cfg.string() + " --out " +
+                          (tmp.path / "out").string() + " 2>" + err.string();
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  EXPECT_NE(read_file(err.string()).find((tmp.path / "none.csv.gz").string()), std::string::npos)
+      << read_file(err.string());
+  EXPECT_FALSE(fs::exists(tmp.path / "out"));
+}
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/ml2o_mlp_XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+// ---- end to end --------------------------------------------------------------------------------
 
 // configs/mlp-digits-quick.toml with its sizes shrunk to seconds: every arm and baseline reports
 // the full training loss and the test accuracy at the report steps.

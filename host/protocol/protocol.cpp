@@ -323,9 +323,20 @@ void require_capabilities(const Config& cfg, const Backend& be, Progress& progre
 
 }  // namespace
 
+// Every mlp task's dataset is read (once, cached) before anything is written, so a missing or
+// damaged file stops the run with its path and leaves no output directory behind.
+void check_datasets(const Config& cfg) {
+  std::vector<TaskSpec> specs = cfg.train.tasks;
+  specs.push_back(cfg.adapt.task);
+  specs.push_back(cfg.eval.task);
+  for (const TaskSpec& s : specs)
+    if (s.family == Family::mlp) make_mlp_data(s);
+}
+
 void run_protocol(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   check_fits_in_memory(cfg);
+  check_datasets(cfg);
   auto backend = make_backend(cfg.run.backend, uses_mlp(cfg));
   Progress progress;
   claim_run_dir(cfg, opts);
