@@ -102,7 +102,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
       ds << '\n';
     }
     write_file_atomic((out / "plot_mlp_data.tsv").string(), ds.str());
-    gp << "set output 'plot_mlp.png'\nset terminal pngcairo size 1100,900 noenhanced\n"
+    gp << "set output 'plot_mlp.png'\nset terminal pngcairo size 1100,900 noenhanced\nunset title\n"
        << "set multiplot layout 2,1 title '" << cfg.run.name << ": mlp test task, mean over seeds'\n";
     for (int panel = 0; panel < 2; ++panel) {
       if (panel == 0)
