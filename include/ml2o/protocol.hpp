@@ -10,6 +10,9 @@
 //   summary.json           per arm and K: final mean/std, objective at steps 10/100/1000, steps to
 //                          10x and 100x below the start; the resolved config; engine version
 //   plot.png (+ plot_K<k>.png, plot.gp, plot_data_K<k>.tsv)  log-scale objective vs step
+//   mlp test task only: mlp_scores.csv (arm,K,source,seed,step,train_loss,test_accuracy),
+//                          parts/*.mlp.csv, plot_mlp.png (+ plot_mlp_data.tsv), and an "mlp"
+//                          block per arm in summary.json (docs/mlp.md)
 #pragma once
 #include <atomic>
 #include <cmath>
