@@ -345,6 +345,21 @@ TEST(MlpProtocol, MissingDatasetExitsTwoAndWritesNothing) {
   EXPECT_FALSE(fs::exists(tmp.path / "out"));
 }
 
+// The same results for any thread count, run to run (the tiny config through the CLI).
+TEST(MlpProtocol, RerunIsBitIdenticalAndThreadCountIndependent) {
+  ML2O_NEED_DIGITS();
+  TempDir tmp;
+  const fs::path cfg = tmp.path / "tiny.toml";
+  std::ofstream(cfg) << kMlpConfig;
+  for (const char* threads : {"1", "2"}) {
+    const std::string cmd = std::string(ML2O_BINARY) + " --threads " + threads + " run " +
+                            cfg.string() + " --out " + (tmp.path / threads).string() + " 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  for (const char* f : {"curves.csv", "mlp_scores.csv", "l2o.params", "ml2o.params"})
+    EXPECT_EQ(read_file((tmp.path / "1" / f).string()), read_file((tmp.path / "2" / f).string())) << f;
+}
+
 // ---- end to end --------------------------------------------------------------------------------
 
 // configs/mlp-digits-quick.toml with its sizes shrunk to seconds: every arm and baseline reports
