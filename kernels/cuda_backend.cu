@@ -92,6 +92,10 @@ void check_task_shape(const Task<float>& t) {
   const int d = t.spec.dim;
   if (N < 1 || d < 1)
     throw std::invalid_argument("cuda backend: a task needs instances >= 1 and dim >= 1");
+  if (t.spec.family == Family::mlp)  // caps().mlp_family: make_backend picks the CPU for "auto"
+    throw std::invalid_argument("the cuda backend does not run the mlp family yet (its gradients "
+                                "exist in kernels/mlp.cu but are not wired into the unroll); "
+                                "use run.backend = \"cpu\" or \"auto\"");
   const bool matrix = t.spec.family == Family::lasso || t.spec.family == Family::quadratic;
   const size_t nd = static_cast<size_t>(N) * d;
   if (matrix && (t.A.size() != nd * d || t.b.size() != nd))
@@ -361,7 +365,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device() const override { return device_; }
   BackendCaps caps() const override {
-    return BackendCaps{HvpSupport::device,
+    return BackendCaps{HvpSupport::device, /*mlp_family=*/false,
                        "Hessian-vector products by Dual<float> forward-over-reverse on the device "
                        "(the v1 kernels)"};
   }
@@ -497,7 +501,8 @@ class CudaBackend final : public Backend {
   }
 
   std::vector<double> run_baseline(const BaselineSpec& spec, const Task<float>& task,
-                                   int steps) override {
+                                   int steps, IterateSnapshots* snaps) override {
+    if (snaps) throw std::invalid_argument("cuda backend: baseline iterate snapshots are CPU only");
     if (steps < 0)
       throw std::invalid_argument("baseline: steps must be >= 0, got " + std::to_string(steps));
     const bool proximal = spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista;

@@ -110,6 +110,10 @@ TEST(Config, EveryShippedConfigParses) {
       EXPECT_LE(c.train.max_epochs, 50);
       EXPECT_LE(c.eval.seeds, 3);
       EXPECT_LE(c.eval.steps, 500);
+    } else if (c.eval.task.family == ml2o::Family::mlp) {
+      // Neural-network training has no paper-size setting: sized in docs/mlp.md (CPU for now).
+      EXPECT_LE(c.eval.steps, 1000);
+      EXPECT_LE(c.eval.seeds, 10);
     } else {
       EXPECT_EQ(c.eval.steps, 1000);
       EXPECT_EQ(c.eval.seeds, 10);

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -934,6 +935,28 @@ TEST(CudaBackend, FactoryAndDeviceName) {
   EXPECT_FALSE(be->device().empty());
   EXPECT_EQ(make_backend("auto")->name(), "cuda");
   std::cout << "  device: " << be->device() << "\n";
+}
+
+// The mlp family is not wired into the CUDA unroll yet: the backend says so and refuses an mlp
+// task with a message naming the way out, and "auto" picks the CPU for a run with mlp tasks.
+TEST(CudaBackend, RefusesMlpTasksClearly) {
+  ML2O_REQUIRE_CUDA();
+  if (!std::filesystem::exists(kDigitsPath)) GTEST_SKIP() << "no " << kDigitsPath;
+  auto be = gpu();
+  EXPECT_FALSE(be->caps().mlp_family);
+  TaskSpec s;
+  s.family = Family::mlp;
+  s.layers = {64, 4, 10};
+  s.instances = 2;
+  const Task<float> task = sample_task<float>(s);
+  try {
+    be->upload(task);
+    ADD_FAILURE() << "the cuda backend should refuse an mlp task";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("run.backend"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(be->run_baseline(BaselineSpec{}, task, 3), std::invalid_argument);
+  EXPECT_EQ(make_backend("auto", /*mlp=*/true)->name(), "cpu");
 }
 
 #ifdef ML2O_HAVE_CUDA

@@ -21,8 +21,11 @@ bool cuda_available() {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& which) {
-  if (which == "cpu") return make_cpu_backend();
+std::unique_ptr<Backend> make_backend(const std::string& which, bool mlp) {
+  if (which == "cpu" || (mlp && which == "auto")) return make_cpu_backend();
+  if (mlp && which == "cuda")
+    throw std::invalid_argument("run.backend = \"cuda\": the cuda backend does not run the mlp "
+                                "family yet; allowed for mlp tasks: \"cpu\", \"auto\" (= cpu)");
   if (which == "cuda" || which == "auto") {
 #ifdef ML2O_HAVE_CUDA
     if (cuda_device_present()) return make_cuda_backend();

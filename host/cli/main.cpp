@@ -95,7 +95,7 @@ int cmd_info() {
   std::cout << "ml2o " << engine_version() << "\n\nlearned optimizers (parameters):\n";
   for (Arch a : {Arch::rnnprop, Arch::dmlstm})
     std::cout << "  " << arch_name(a) << "  " << param_count(a) << "\n";
-  std::cout << "\noptimizee families: " << kFamilyNames << "\n"
+  std::cout << "\noptimizee families: " << kFamilyNames << " (mlp: cpu backend only)\n"
             << "analytical baselines: " << kBaselineNames << "\n"
             << "backends: cpu" << (cuda_available() ? ", cuda (device present)" :
 #ifdef ML2O_HAVE_CUDA
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
       const fs::path params = fs::path(out_dir) / (method_s + ".params");
       if (fs::exists(params) && !resume)
         throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       Progress progress;
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
       resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(config_path, overrides);
       check_fits_in_memory(cfg);
       const LearnedOptimizer start = load_params_for(params_path, cfg);
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
       const auto task = be->upload(adapt_task(cfg, src, seed_index));
       const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(config_path, overrides);
       check_fits_in_memory(cfg);
       const LearnedOptimizer opt = load_params_for(params_path, cfg);
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
       std::vector<std::unique_ptr<BackendTask>> tasks;
       std::vector<const BackendTask*> task_ptrs;
@@ -315,7 +315,7 @@ int main(int argc, char** argv) {
       if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task.spec.family != Family::lasso)
         throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
                           " task of " + cfg.path + " is " + family_name(task.spec.family));
-      auto be = make_backend(cfg.run.backend);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const auto curve = be->run_baseline(spec, task, steps);
       fs::create_directories(out_dir);
       std::ostringstream os;

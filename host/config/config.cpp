@@ -29,7 +29,12 @@ constexpr size_t kMaxFileBytes = 16u << 20;
 const Choices<Family> kFamilies = {{"lasso", Family::lasso},
                                    {"quadratic", Family::quadratic},
                                    {"rosenbrock", Family::rosenbrock},
-                                   {"rastrigin", Family::rastrigin}};
+                                   {"rastrigin", Family::rastrigin},
+                                   {"mlp", Family::mlp}};
+const Choices<Activation> kActivations = {
+    {"sigmoid", Activation::sigmoid}, {"relu", Activation::relu}, {"tanh", Activation::tanh}};
+const Choices<std::string> kDatasets = {{"digits", "digits"}, {"idx", "idx"}};
+constexpr int kMaxWidth = 100000;
 const Choices<Arch> kArches = {{"rnnprop", Arch::rnnprop}, {"dmlstm", Arch::dmlstm}};
 const Choices<std::string> kBackends = {{"cpu", "cpu"}, {"cuda", "cuda"}, {"auto", "auto"}};
 const Choices<GradMode> kGradModes = {{"gradient_constant", GradMode::gradient_constant},
@@ -81,8 +86,17 @@ TaskSpec task_defaults(Family f) {
       s.x0_scale = 3.0;
       s.alpha = 10.0;
       break;
+    case Family::mlp:
+      s.instances = 8;
+      s.x0_scale = 0;
+      s.dim = static_cast<int>(mlp_layout(s.layers).params);
+      break;
   }
   return s;
+}
+
+std::string path_problem(const std::string& s) {
+  return s.empty() ? "an empty path" : std::string();
 }
 
 const std::vector<Key<TaskSpec>>& task_keys() {
@@ -90,7 +104,8 @@ const std::vector<Key<TaskSpec>>& task_keys() {
   static const std::vector<Key<TaskSpec>> keys = {
       choice("family", field(&TaskSpec::family), kFamilies, "the problem family")
           .needed("every task table names its family"),
-      integer("dim", field(&TaskSpec::dim), {1, kIntMax}, "the dimension d; Rosenbrock: 2 only"),
+      integer("dim", field(&TaskSpec::dim), {1, kIntMax}, "the dimension d; Rosenbrock: 2 only")
+          .only(families({F::lasso, F::quadratic, F::rosenbrock, F::rastrigin})),
       integer("instances", field(&TaskSpec::instances), {1, kMaxInstances}, "problems per batch"),
       real_or_list("sigma", field(&TaskSpec::sigma), kPositive, "std of A's entries")
           .only(families({F::lasso, F::quadratic})),
@@ -98,13 +113,75 @@ const std::vector<Key<TaskSpec>>& task_keys() {
       interval("b_range", field(&TaskSpec::b_lo), field(&TaskSpec::b_hi), "b ~ U(lo, hi)")
           .only(families({F::lasso, F::quadratic})),
       real("x0_scale", field(&TaskSpec::x0_scale), kPositive,
-           "std of x0 ~ N(0, s²); Rastrigin: half-width of U(-s, s)"),
+           "std of x0 ~ N(0, s²); Rastrigin: half-width of U(-s, s)")
+          .only(families({F::lasso, F::quadratic, F::rosenbrock, F::rastrigin})),
+      int_list("layers", field(&TaskSpec::layers), {1, kMaxWidth}, any_values(),
+               "the network's widths: inputs (the dataset's features), hidden layers, classes; "
+               "d is its parameter count")
+          .only(families({F::mlp})),
+      choice("activation", field(&TaskSpec::activation), kActivations,
+             "of the hidden layers (the output is softmax cross-entropy)")
+          .only(families({F::mlp})),
+      integer("minibatch", field(&TaskSpec::minibatch), {1, 100000},
+              "training rows per step, drawn with replacement per instance and step")
+          .only(families({F::mlp})),
+      choice("dataset", field(&TaskSpec::dataset), kDatasets,
+             "\"digits\": the UCI digits CSV at data_path; \"idx\": MNIST-style IDX files "
+             "data_path (images) and labels_path")
+          .only(families({F::mlp})),
+      text("data_path", field(&TaskSpec::data_path), path_problem, "a non-empty path",
+           "the digits CSV (gzip or plain), or the IDX images file (relative to the working "
+           "directory)")
+          .only(families({F::mlp})),
+      text("labels_path", field(&TaskSpec::labels_path), path_problem, "a non-empty path",
+           "the IDX labels file (dataset = \"idx\" only)")
+          .only(families({F::mlp}))
+          .default_is("none"),
+      real("test_fraction", field(&TaskSpec::test_fraction), FloatRange{0, false, 1, false},
+           "share of the rows held out as the test split (test accuracy)")
+          .only(families({F::mlp})),
+      integer("split_seed", field(&TaskSpec::split_seed), {0, kInt64Max},
+              "the seed of the train/test split (not derived: every task on the same data "
+              "shares it)")
+          .only(families({F::mlp})),
       real("alpha", field(&TaskSpec::alpha), kNonNegative, "Rastrigin's α")
           .only(families({F::rastrigin})),
       integer("seed", field(&TaskSpec::seed), {0, kInt64Max}, "the seed of the task's instances")
           .default_is("derived (see below)"),
   };
   return keys;
+}
+
+// The mlp rules of one task table: the network fits the dataset (digits: 64 inputs, 10
+// classes; IDX files are only read when the run starts), the IDX keys, and d = P.
+void check_mlp_task(const Parser& p, const Tab& tab, TaskSpec& s) {
+  const Where layers_at = p.seen(tab.key("layers"), tab.at);
+  if (s.layers.size() < 2)
+    p.fail_key(layers_at, tab.key("layers"), "needs at least two widths (inputs and classes)",
+               "[inputs, hidden..., classes], e.g. [64, 20, 10]");
+  if (s.dataset == "digits" &&
+      (s.layers.front() != kDigitsFeatures || s.layers.back() != kDigitsClasses))
+    p.fail_key(layers_at, tab.key("layers"),
+               "the digits dataset has 64 features and 10 classes, but layers starts with " +
+                   std::to_string(s.layers.front()) + " and ends with " +
+                   std::to_string(s.layers.back()),
+               "[64, hidden..., 10] for dataset = \"digits\"");
+  if (s.dataset == "idx") {
+    if (!p.given(tab.key("data_path")))
+      p.fail_key(tab.at, tab.key("data_path"), "missing: dataset = \"idx\" reads the images file "
+                 "named here", "a path to an idx3-ubyte file (raw or .gz)");
+    if (!p.given(tab.key("labels_path")))
+      p.fail_key(tab.at, tab.key("labels_path"), "missing: dataset = \"idx\" reads the labels "
+                 "file named here", "a path to an idx1-ubyte file (raw or .gz)");
+  } else if (p.given(tab.key("labels_path"))) {
+    p.fail_key(p.seen(tab.key("labels_path"), tab.at), tab.key("labels_path"),
+               "applies to dataset = \"idx\" only", "leave it out for dataset = \"digits\"");
+  }
+  try {
+    s.dim = static_cast<int>(mlp_layout(s.layers).params);
+  } catch (const std::invalid_argument& e) {
+    p.fail_key(layers_at, tab.key("layers"), e.what(), "widths >= 1 with fewer than 2^31 parameters");
+  }
 }
 
 struct ParsedTask {
@@ -161,8 +238,9 @@ ParsedTask parse_task(Parser& p, const Tab& tab, bool lists_allowed) {
   if (s.family == Family::rosenbrock && s.dim != 2)
     p.fail_key(p.seen(tab.key("dim"), tab.at), tab.key("dim"),
                "rosenbrock is defined for dim = 2 only, got " + std::to_string(s.dim), "2");
+  if (s.family == Family::mlp) check_mlp_task(p, tab, s);
   const double bytes = static_cast<double>(s.instances) * s.dim * s.dim * 4.0;
-  if (bytes > kMemoryLimitBytes) {
+  if (s.family != Family::mlp && bytes > kMemoryLimitBytes) {  // mlp: no d x d data
     char buf[64];
     std::snprintf(buf, sizeof(buf), "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
     p.fail_key(p.seen(tab.key("instances"), p.seen(tab.key("dim"), tab.at)), tab.path,
@@ -192,7 +270,9 @@ ParsedTask parse_task(Parser& p, const Tab& tab, bool lists_allowed) {
 }
 
 nlohmann::json task_json(const TaskSpec& s) {
-  return to_json<TaskSpec>(task_keys(), s, [&](const Key<TaskSpec>& k) { return applies(k, s.family); });
+  return to_json<TaskSpec>(task_keys(), s, [&](const Key<TaskSpec>& k) {
+    return applies(k, s.family) && (k.path != "labels_path" || s.dataset == "idx");
+  });
 }
 
 // [[train.task]]: D_train. Tasks without a seed get derived ones (run.seed is read by now).
@@ -334,6 +414,9 @@ const std::vector<Key<Config>>& config_keys() {
           .default_is("the eval task with seed + 1000"),
 
       integer("eval.steps", field(&C::eval, &EvalConfig::steps), {1, kIntMax}, "optimizee steps"),
+      integer("eval.report_every", field(&C::eval, &EvalConfig::report_every), {1, kIntMax},
+              "mlp test task only: steps between reports of the full training loss and the test "
+              "accuracy (and the last step)"),
       integer("eval.seeds", field(&C::eval, &EvalConfig::seeds), {1, 1000},
               "evaluation s uses eval.task.seed + s"),
       boolean("eval.in_distribution", field(&C::eval, &EvalConfig::in_distribution),
@@ -462,6 +545,32 @@ void check_training_data(const Parser& p, const Config& cfg) {
              "one or more [[train.task]] tables, or set arms." + join(on, ", arms.") + " = false");
 }
 
+// The mlp family has gradients but no Hessian-vector products, and only the CPU backend runs it.
+void check_mlp_rules(const Parser& p, const Config& cfg) {
+  bool train_mlp = false;
+  for (const TaskSpec& t : cfg.train.tasks) train_mlp = train_mlp || t.family == Family::mlp;
+  const bool any = uses_mlp(cfg);
+  if (any && cfg.train.grad_mode == GradMode::second_derivatives)
+    p.fail_key(p.seen("train.grad_mode", table_at(p, "train")), "train.grad_mode",
+               "\"second_derivatives\" needs the optimizee's Hessian, which the mlp family does "
+               "not provide",
+               "\"gradient_constant\" when any task is mlp");
+  if (train_mlp && cfg.arms.ml2o && cfg.ml2o.meta_gradient == MetaGradient::second_order)
+    p.fail_key(p.seen("ml2o.meta_gradient", table_at(p, "ml2o")), "ml2o.meta_gradient",
+               "\"second_order\" needs Hessian-vector products of the unroll, which the mlp "
+               "family does not provide",
+               "\"first_order\" when a [[train.task]] is mlp (or arms.ml2o = false)");
+  if (any && cfg.run.backend == "cuda")
+    p.fail_key(p.seen("run.backend", table_at(p, "run")), "run.backend",
+               "the cuda backend does not run the mlp family yet",
+               "\"cpu\", or \"auto\" (which picks the CPU for mlp runs)");
+  if (cfg.eval.task.family != Family::mlp && p.given("eval.report_every"))
+    p.fail_key(p.seen("eval.report_every", table_at(p, "eval")), "eval.report_every",
+               std::string("applies to an mlp test task only, but eval.task.family is ") +
+                   family_name(cfg.eval.task.family),
+               "leave it out");
+}
+
 Config parse_document(const toml::table& doc, const std::string& source) {
   Parser p(source);
   Config cfg;
@@ -477,9 +586,14 @@ Config parse_document(const toml::table& doc, const std::string& source) {
   check_some_arm(p, cfg.arms);
   check_meta_gradient(p, cfg);
   check_training_data(p, cfg);
+  check_mlp_rules(p, cfg);
   // Settings only (not the file's path): two files with the same settings give the same json,
   // which is what a resumed run compares.
-  cfg.json = to_json(config_keys(), cfg);
+  // eval.report_every exists for an mlp test task only (check_mlp_rules), so only then is it part
+  // of the settings.
+  cfg.json = to_json<Config>(config_keys(), cfg, [&](const Key<Config>& k) {
+    return k.path != "eval.report_every" || cfg.eval.task.family == Family::mlp;
+  });
   return cfg;
 }
 
@@ -511,6 +625,19 @@ std::string families_of(const Key<TaskSpec>& k) {
 }
 
 }  // namespace
+
+bool uses_mlp(const Config& cfg) {
+  bool any = cfg.eval.task.family == Family::mlp || cfg.adapt.task.family == Family::mlp;
+  for (const TaskSpec& t : cfg.train.tasks) any = any || t.family == Family::mlp;
+  return any;
+}
+
+std::vector<int> mlp_report_steps(const EvalConfig& eval) {
+  std::vector<int> steps;
+  for (int s = 0; s < eval.steps; s += eval.report_every) steps.push_back(s);
+  steps.push_back(eval.steps);
+  return steps;
+}
 
 std::string config_reference_markdown() {
   const Config defaults;

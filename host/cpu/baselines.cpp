@@ -141,7 +141,7 @@ std::vector<double> lipschitz_constants(const Task<float>& task) {
 }
 
 std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>& task, int steps,
-                                     std::vector<float>* final_x) {
+                                     std::vector<float>* final_x, IterateSnapshots* snaps) {
   check_steps(steps);
   const bool proximal = spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista;
   if (proximal && task.spec.family != Family::lasso)
@@ -152,6 +152,8 @@ std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>
   const int d = view.dim;
   const int64_t N = view.instances;
   const size_t nc = static_cast<size_t>(N) * d;
+  const bool mlp = task.spec.family == Family::mlp;
+  if (mlp && !task.mlp) throw std::invalid_argument("baseline: an mlp task without its data");
   if (task.x0.size() != nc) throw std::invalid_argument("baseline: task.x0 has the wrong size");
 
   // The smooth part of LASSO (1/2 ||Ax - b||^2): the same task viewed as a quadratic.
@@ -186,22 +188,34 @@ std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>
     float* xn = x.data();
     float* an = s1.data();
     float* bn = s2.data();
-    obj[0] = static_cast<double>(instance_objective(view, n, xn));
+    MlpEvaluator<float> mlp_eval(view);
+    // The gradient feeding update k; on mlp also the objective of x_{k-1}, on that minibatch.
+    auto gradient = [&](int k) {
+      if (mlp) obj[k - 1] = static_cast<double>(mlp_eval.loss_grad(n, k, xn, g.data()));
+      else instance_gradient(view, n, xn, g.data(), scratch.data());
+    };
+    auto snapshot = [&](int k) {
+      if (!snaps) return;
+      for (size_t i = 0; i < snaps->steps.size(); ++i)
+        if (snaps->steps[i] == k) std::copy(x.begin(), x.end(), snaps->x[i].begin() + n * d);
+    };
+    if (!mlp) obj[0] = static_cast<double>(instance_objective(view, n, xn));
+    snapshot(0);
     for (int k = 1; k <= steps; ++k) {
       switch (spec.kind) {
         case BaselineKind::sgd:
-          instance_gradient(view, n, xn, g.data(), scratch.data());
+          gradient(k);
           for (int j = 0; j < d; ++j) xn[j] -= lr * g[j];
           break;
         case BaselineKind::momentum:  // heavy ball: v = mu v + g; x -= lr v   (an = v)
-          instance_gradient(view, n, xn, g.data(), scratch.data());
+          gradient(k);
           for (int j = 0; j < d; ++j) {
             an[j] = mu * an[j] + g[j];
             xn[j] -= lr * an[j];
           }
           break;
         case BaselineKind::adam:  // an = m, bn = v
-          instance_gradient(view, n, xn, g.data(), scratch.data());
+          gradient(k);
           for (int j = 0; j < d; ++j) {
             an[j] = b1 * an[j] + one_b1 * g[j];
             bn[j] = b2 * bn[j] + one_b2 * g[j] * g[j];
@@ -209,7 +223,7 @@ std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>
           }
           break;
         case BaselineKind::rmsprop:  // an = s
-          instance_gradient(view, n, xn, g.data(), scratch.data());
+          gradient(k);
           for (int j = 0; j < d; ++j) {
             an[j] = decay * an[j] + one_decay * g[j] * g[j];
             xn[j] -= lr * g[j] / (std::sqrt(an[j]) + eps);
@@ -239,8 +253,10 @@ std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>
           break;
         }
       }
-      obj[k] = static_cast<double>(instance_objective(view, n, xn));
+      if (!mlp) obj[k] = static_cast<double>(instance_objective(view, n, xn));
+      snapshot(k);
     }
+    if (mlp) obj[steps] = static_cast<double>(mlp_eval.loss_grad(n, steps + 1, xn, nullptr));
     if (x_out) std::copy(x.begin(), x.end(), x_out);
   };
 
@@ -252,6 +268,13 @@ std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>
   std::vector<double> obj(static_cast<size_t>(block) * row);
   std::vector<double> total(row, 0.0);
   if (final_x) final_x->assign(nc, 0.0f);
+  if (snaps) {
+    for (int k : snaps->steps)
+      if (k < 0 || k > steps)
+        throw std::invalid_argument("baseline: snapshot step " + std::to_string(k) + " outside 0.." +
+                                    std::to_string(steps));
+    snaps->x.assign(snaps->steps.size(), std::vector<float>(nc, 0.0f));
+  }
   const bool parallel = static_cast<double>(N) * d * d * row >= 1e5;
   for (int64_t n0 = 0; n0 < N; n0 += block) {
     const int64_t n1 = std::min(N, n0 + block);

@@ -88,7 +88,8 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   std::string device() const override { return "CPU reference (OpenMP)"; }
   BackendCaps caps() const override {
-    return BackendCaps{HvpSupport::device, "Hessian-vector products by Dual<double> forward-over-reverse"};
+    return BackendCaps{HvpSupport::device, /*mlp_family=*/true,
+                       "Hessian-vector products by Dual<double> forward-over-reverse"};
   }
 
   std::unique_ptr<BackendTask> upload(const Task<float>& task) override {
@@ -151,8 +152,8 @@ class CpuBackend final : public Backend {
   }
 
   std::vector<double> run_baseline(const BaselineSpec& spec, const Task<float>& task,
-                                   int steps) override {
-    return run_baseline_cpu(spec, task, steps);
+                                   int steps, IterateSnapshots* snaps) override {
+    return run_baseline_cpu(spec, task, steps, nullptr, snaps);
   }
 };
 

@@ -1,6 +1,7 @@
 #include "ml2o/unroll.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "ml2o/dual.hpp"
 #include "ml2o/lopt.hpp"
@@ -24,11 +25,17 @@ void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& ta
   std::vector<S> g_hist(size_t(T + 1) * nc), x_hist(backward ? size_t(T + 1) * nc : 0);
   std::vector<S> scratch(d);
   S* x = traj.x.data() + c0;
+  const bool mlp = task.family == Family::mlp;
+  MlpEvaluator<S> mlp_eval(task);
 
   for (int t = 0; t <= T; ++t) {
     S* g = g_hist.data() + size_t(t) * nc;
     for (int64_t n = n0; n < n1; ++n) {
       const S* xn = x + (n - n0) * d;
+      if (mlp) {  // the minibatch of the update this gradient feeds, global step k + t
+        loss[t] += mlp_eval.loss_grad(n, traj.k + t, xn, g + (n - n0) * d);
+        continue;
+      }
       loss[t] += instance_objective(task, n, xn);
       instance_gradient(task, n, xn, g + (n - n0) * d, scratch.data());
     }
@@ -75,6 +82,13 @@ void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& ta
 template <class S>
 UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
                            const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode) {
+  if (task.family == Family::mlp) {  // refused here, outside the parallel region
+    if (!task.mlp) throw std::invalid_argument("unroll: an mlp task without its data");
+    if (mode == GradMode::second_derivatives || !mlp_scalar_supported<S>)
+      throw std::invalid_argument(
+          "the mlp family has no second derivatives: use train.grad_mode = \"gradient_constant\" "
+          "and ml2o.meta_gradient = \"first_order\"");
+  }
   const int64_t per = instances_per_chunk(task.dim);
   const int64_t chunks = (task.instances + per - 1) / per;
   const size_t P = w.size();

@@ -1,5 +1,6 @@
 // Test-time adaptation (K Adam updates of the weights on a target task) and evaluation with frozen
 // weights. Both run every task of a batch in one backend call per step.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -48,9 +49,14 @@ std::vector<AdaptResult> adapt(Backend& be, const AdaptPlan& plan, const Learned
 }
 
 std::vector<std::vector<double>> evaluate(Backend& be, const std::vector<LearnedOptimizer>& opts,
-                                          const std::vector<const BackendTask*>& tasks, int steps) {
+                                          const std::vector<const BackendTask*>& tasks, int steps,
+                                          const std::vector<int>& report_steps,
+                                          const IterateReport& report) {
   if (opts.empty() || (opts.size() != 1 && opts.size() != tasks.size()))
     throw std::invalid_argument("evaluate: give one optimizer, or one per task");
+  for (size_t i = 0; i < report_steps.size(); ++i)
+    if (report_steps[i] < 0 || report_steps[i] > steps || (i > 0 && report_steps[i] <= report_steps[i - 1]))
+      throw std::invalid_argument("evaluate: report steps must increase within 0..steps");
   std::vector<std::unique_ptr<BackendVector>> w;
   for (const LearnedOptimizer& o : opts) w.push_back(upload_vector(be, o.weights));
   std::vector<std::unique_ptr<BackendTrajectory>> traj;
@@ -59,9 +65,27 @@ std::vector<std::vector<double>> evaluate(Backend& be, const std::vector<Learned
     traj.push_back(be.trajectory(*tasks[i]));
     items.push_back(UnrollItem{tasks[i], traj.back().get(), w[opts.size() == 1 ? 0 : i].get(), nullptr});
   }
-  std::vector<std::vector<double>> curves;
-  for (UnrollLoss& r : be.unroll(opts[0].hyper, items, steps, GradMode::none))
-    curves.push_back(std::move(r.step_loss));
+  std::vector<std::vector<double>> curves(tasks.size());
+  auto report_at = [&](int step) {
+    for (size_t i = 0; i < tasks.size(); ++i) report(step, i, traj[i]->read().x);
+  };
+  // Segments end at each report step and at `steps`; each segment's first loss is the previous
+  // one's last (the same iterate at the same global step), so it is kept once.
+  std::vector<int> ends;
+  for (int s : report_steps)
+    if (s > 0) ends.push_back(s);
+  if (ends.empty() || ends.back() != steps) ends.push_back(steps);
+  if (!report_steps.empty() && report_steps.front() == 0) report_at(0);
+  int done = 0;
+  for (int end : ends) {
+    std::vector<UnrollLoss> seg = be.unroll(opts[0].hyper, items, end - done, GradMode::none);
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      auto& c = curves[i];
+      c.insert(c.end(), seg[i].step_loss.begin() + (done == 0 ? 0 : 1), seg[i].step_loss.end());
+    }
+    done = end;
+    if (std::find(report_steps.begin(), report_steps.end(), end) != report_steps.end()) report_at(end);
+  }
   return curves;
 }
 

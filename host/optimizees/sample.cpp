@@ -1,5 +1,7 @@
 #include "ml2o/optimizee.hpp"
 
+#include <map>
+#include <mutex>
 #include <stdexcept>
 
 #include "ml2o/dual.hpp"
@@ -13,12 +15,13 @@ const char* family_name(Family f) {
     case Family::quadratic: return "quadratic";
     case Family::rosenbrock: return "rosenbrock";
     case Family::rastrigin: return "rastrigin";
+    case Family::mlp: return "mlp";
   }
   return "?";
 }
 
 bool parse_family(const std::string& name, Family* out) {
-  for (Family f : {Family::lasso, Family::quadratic, Family::rosenbrock, Family::rastrigin})
+  for (Family f : {Family::lasso, Family::quadratic, Family::rosenbrock, Family::rastrigin, Family::mlp})
     if (name == family_name(f)) {
       *out = f;
       return true;
@@ -26,11 +29,61 @@ bool parse_family(const std::string& name, Family* out) {
   return false;
 }
 
+MlpSpec mlp_spec_of(const TaskSpec& spec) {
+  MlpSpec m;
+  m.layers = spec.layers;
+  m.activation = spec.activation;
+  m.batch = spec.minibatch;
+  m.instances = spec.instances;
+  m.seed = spec.seed;
+  return m;
+}
+
+namespace {
+
+// The split datasets read so far in this process: meta-training samples a task per batch, and
+// every one of them trains on the same split.
+std::shared_ptr<const DataSplit> cached_split(const TaskSpec& spec) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const DataSplit>> cache;
+  const std::string key = spec.dataset + '\n' + spec.data_path + '\n' + spec.labels_path + '\n' +
+                          std::to_string(spec.test_fraction) + '\n' + std::to_string(spec.split_seed) +
+                          '\n' + std::to_string(spec.layers.back());
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  Dataset d;
+  if (spec.dataset == "digits") d = load_digits(spec.data_path);
+  else if (spec.dataset == "idx") d = load_idx(spec.data_path, spec.labels_path, spec.layers.back());
+  else throw std::invalid_argument("mlp: unknown dataset '" + spec.dataset + "' (allowed: digits, idx)");
+  auto split = std::make_shared<const DataSplit>(split_dataset(d, spec.test_fraction, spec.split_seed));
+  cache.emplace(key, split);
+  return split;
+}
+
+}  // namespace
+
+std::shared_ptr<const MlpData> make_mlp_data(const TaskSpec& spec) {
+  const auto split = cached_split(spec);
+  const MlpSpec m = mlp_spec_of(spec);
+  auto data = std::make_shared<MlpData>();
+  data->f = make_mlp_problem<float>(m, *split);
+  data->d = make_mlp_problem<double>(m, *split);
+  return data;
+}
+
 template <class S> Task<S> sample_task(const TaskSpec& spec) {
   if (spec.family == Family::rosenbrock && spec.dim != 2)
     throw std::invalid_argument("rosenbrock needs dim = 2");
   Task<S> t;
   t.spec = spec;
+  if (spec.family == Family::mlp) {
+    t.mlp = make_mlp_data(spec);
+    t.spec.dim = static_cast<int>(t.mlp->f.layout.params);  // derived, whatever the spec said
+    const std::vector<float> x0 = mlp_init<float>(mlp_spec_of(spec));
+    t.x0.assign(x0.begin(), x0.end());
+    return t;
+  }
   const int64_t N = spec.instances;
   const int d = spec.dim;
   const bool has_matrix = spec.family == Family::lasso || spec.family == Family::quadratic;

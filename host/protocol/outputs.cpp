@@ -75,6 +75,53 @@ bool read_part(const fs::path& path, ArmResult& r, int seeds, int steps) {
   return true;
 }
 
+void write_mlp_part(const fs::path& path, const ArmResult& r) {
+  std::ostringstream os;
+  os << "seed,step,train_loss,test_accuracy\n";
+  for (size_t s = 0; s < r.mlp.size(); ++s)
+    for (const MlpPoint& m : r.mlp[s])
+      os << s << ',' << m.step << ',' << format_double_csv(m.train_loss) << ','
+         << format_double_csv(m.test_accuracy) << '\n';
+  write_file_atomic(path.string(), os.str());
+}
+
+bool read_mlp_part(const fs::path& path, ArmResult& r, int seeds, const std::vector<int>& steps) {
+  if (!fs::exists(path)) return false;
+  std::istringstream in(read_file(path.string()));
+  std::string line;
+  std::getline(in, line);
+  r.mlp.assign(seeds, {});
+  while (std::getline(in, line)) {
+    int s, t;
+    double loss, acc;
+    if (std::sscanf(line.c_str(), "%d,%d,%lf,%lf", &s, &t, &loss, &acc) != 4 || s < 0 || s >= seeds)
+      throw FormatError(path.string() + ": corrupt partial result (row '" + line + "')");
+    r.mlp[s].push_back(MlpPoint{t, loss, acc});
+  }
+  for (const auto& per_seed : r.mlp) {
+    bool same = per_seed.size() == steps.size();
+    for (size_t i = 0; same && i < steps.size(); ++i) same = per_seed[i].step == steps[i];
+    if (!same) throw FormatError(path.string() + ": incomplete partial result; delete it to recompute");
+  }
+  return true;
+}
+
+std::vector<MlpPoint> mean_mlp_points(const ArmResult& r) {
+  std::vector<MlpPoint> out;
+  if (r.mlp.empty()) return out;
+  out = r.mlp[0];
+  for (size_t i = 0; i < out.size(); ++i) {
+    double loss = 0, acc = 0;
+    for (const auto& per_seed : r.mlp) {
+      loss += per_seed[i].train_loss;
+      acc += per_seed[i].test_accuracy;
+    }
+    out[i].train_loss = loss / double(r.mlp.size());
+    out[i].test_accuracy = acc / double(r.mlp.size());
+  }
+  return out;
+}
+
 std::string format_double_csv(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.9g", v);

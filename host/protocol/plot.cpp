@@ -122,6 +122,43 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     }
     gp << "\n";
   }
+  // An mlp test task: full training loss (log scale) and test accuracy at the report steps, every
+  // arm in one picture of two panels (plot_mlp.png).
+  const bool mlp = spec.stem == "plot" && !results.empty() && !results[0].mlp.empty();
+  if (mlp) {
+    std::ostringstream ds;
+    ds << "# step";
+    for (const auto& r : results) ds << "\t" << r.arm << "@" << r.source << "_K" << r.K << "(train_loss,test_accuracy)";
+    ds << "\n";
+    std::vector<std::vector<MlpPoint>> means;
+    for (const auto& r : results) means.push_back(mean_mlp_points(r));
+    for (size_t i = 0; i < means[0].size(); ++i) {
+      ds << means[0][i].step;
+      for (const auto& m : means)
+        ds << '\t' << format_double_csv(m[i].train_loss) << '\t' << format_double_csv(m[i].test_accuracy);
+      ds << '\n';
+    }
+    write_file_atomic((out / "plot_mlp_data.tsv").string(), ds.str());
+    gp << "set output 'plot_mlp.png'\nset terminal pngcairo size 1100,900 noenhanced\nunset title\n"
+       << "set multiplot layout 2,1 title '" << cfg.run.name << ": mlp test task, mean over seeds'\n";
+    for (int panel = 0; panel < 2; ++panel) {
+      if (panel == 0)
+        gp << "set logscale y\nset format y '%g'\nset yrange [*:*]\nset ylabel 'full training loss'\n";
+      else
+        gp << "unset logscale y\nset format y '%g'\nset yrange [0:1]\nset ylabel 'test accuracy'\n";
+      gp << "plot ";
+      for (size_t i = 0; i < results.size(); ++i) {
+        const std::string colour = arm_colour(results[i].arm);
+        std::string label = results[i].arm + (results[i].source == "adapt" ? "@adapt" : "");
+        if (results[i].K > 0) label += " K=" + std::to_string(results[i].K);
+        gp << (i ? ", \\\n  " : "") << "'plot_mlp_data.tsv' using 1:" << 2 + 2 * int(i) + panel
+           << " with linespoints lw 2 dt " << (results[i].source == "adapt" ? 2 : 1) << " lc rgb '"
+           << colour << "' title '" << label << "'";
+      }
+      gp << "\n";
+    }
+    gp << "unset multiplot\n";
+  }
   write_file_atomic((out / gp_name).string(), gp.str());
   const std::string cmd = "cd '" + out.string() + "' && gnuplot " + gp_name + " 2>gnuplot.err";
   const int rc = std::system(cmd.c_str());
@@ -129,6 +166,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     fs::copy_file(out / pngs[0], out / (spec.stem + ".png"), fs::copy_options::overwrite_existing);
     fs::remove(out / "gnuplot.err");
     summary[spec.summary_key] = spec.stem + ".png";
+    if (mlp && fs::exists(out / "plot_mlp.png")) summary["plot_mlp"] = "plot_mlp.png";
   } else {
     progress.line("warning: gnuplot failed or is missing (see gnuplot.err); plot data and " + gp_name +
                   " are written, run 'gnuplot " + gp_name + "' in the output directory after installing it");

@@ -148,9 +148,16 @@ nlohmann::json training_summary(const TrainerState& st, const std::string& param
 class ArmTasks {
  public:
   ArmTasks(const Config& cfg, Backend& be) : cfg_(cfg), be_(be) {
-    for (int s = 0; s < cfg.eval.seeds; ++s) test_.push_back(be.upload(test_task(cfg, s)));
+    for (int s = 0; s < cfg.eval.seeds; ++s) {
+      const Task<float> t = test_task(cfg, s);
+      test_.push_back(be.upload(t));
+      test_mlp_.push_back(t.mlp);
+    }
   }
   std::vector<const BackendTask*> test() const { return raw(test_); }
+  // The mlp test task of seed s (null for other families).
+  const MlpData* test_mlp(size_t s) const { return test_mlp_[s].get(); }
+  bool mlp() const { return !test_mlp_.empty() && test_mlp_[0]; }
   std::vector<const BackendTask*> adapt_on(AdaptSource src) {
     if (src == AdaptSource::test) return test();
     if (adapt_.empty())
@@ -167,12 +174,40 @@ class ArmTasks {
   const Config& cfg_;
   Backend& be_;
   std::vector<std::unique_ptr<BackendTask>> test_, adapt_;
+  std::vector<std::shared_ptr<const MlpData>> test_mlp_;
 };
+
+MlpPoint mlp_point(const MlpData& d, int step, const std::vector<float>& x) {
+  const int64_t N = d.f.spec.instances;
+  std::vector<double> loss(N), acc(N);
+  mlp_evaluate(d.f, x.data(), loss.data(), acc.data());
+  MlpPoint p{step, 0, 0};
+  for (int64_t n = 0; n < N; ++n) {  // instance order: the same for any thread count
+    p.train_loss += loss[n] / double(N);
+    p.test_accuracy += acc[n] / double(N);
+  }
+  return p;
+}
+
+// Frozen weights on every seed's test instances; on an mlp test task, also the scores at the
+// report steps.
+void evaluate_arm(const Config& cfg, Backend& be, const ArmTasks& tasks,
+                  const std::vector<LearnedOptimizer>& opts, ArmResult& r) {
+  if (!tasks.mlp()) {
+    r.curves = evaluate(be, opts, tasks.test(), cfg.eval.steps);
+    return;
+  }
+  r.mlp.assign(cfg.eval.seeds, {});
+  r.curves = evaluate(be, opts, tasks.test(), cfg.eval.steps, mlp_report_steps(cfg.eval),
+                      [&](int step, size_t s, const std::vector<float>& x) {
+                        r.mlp[s].push_back(mlp_point(*tasks.test_mlp(s), step, x));
+                      });
+}
 
 // A learned arm: K adaptation steps from `start` on each seed's instances, then evaluation.
 ArmResult adapted_arm(const Config& cfg, Backend& be, ArmTasks& tasks, const std::string& arm,
                       const LearnedOptimizer& start, int K, AdaptSource src) {
-  ArmResult r{arm, adapt_source_name(src), "", K, {}, 0};
+  ArmResult r{arm, adapt_source_name(src), "", K, {}, 0, {}};
   check_interrupt("arm " + arm);
   std::vector<LearnedOptimizer> adapted;
   for (AdaptResult& a : adapt(be, adapt_plan(cfg), start, tasks.adapt_on(src), K)) {
@@ -180,31 +215,42 @@ ArmResult adapted_arm(const Config& cfg, Backend& be, ArmTasks& tasks, const std
     adapted.push_back(std::move(a.opt));
   }
   check_interrupt("arm " + arm);
-  r.curves = evaluate(be, adapted, tasks.test(), cfg.eval.steps);
+  evaluate_arm(cfg, be, tasks, adapted, r);
   return r;
 }
 
-// An analytical baseline over the learning-rate sweep, keeping the best final objective; curve i
-// runs on task_of(i), i < count.
+// An analytical baseline over the learning-rate sweep, keeping the best final objective (on an mlp
+// test task: the best final full training loss, the minibatch objective being noisy); curve i runs
+// on task_of(i), i < count.
 ArmResult baseline_arm(const Config& cfg, Backend& be, BaselineKind kind, const std::string& source,
                        int count, const std::function<Task<float>(int)>& task_of) {
   const std::string arm = baseline_name(kind);
   const bool has_lr = kind != BaselineKind::ista && kind != BaselineKind::fista;
   const std::vector<double> lrs = has_lr ? cfg.baselines.lrs : std::vector<double>{0.0};
-  ArmResult best{arm, source, "", 0, {}, 0};
+  ArmResult best{arm, source, "", 0, {}, 0, {}};
   double best_final = HUGE_VAL;
   std::string tried;
   for (double lr : lrs) {
-    ArmResult r{arm, source, "", 0, {}, 0};
+    ArmResult r{arm, source, "", 0, {}, 0, {}};
     BaselineSpec spec;
     spec.kind = kind;
     spec.lr = lr;
     spec.momentum = cfg.baselines.momentum;
     for (int i = 0; i < count; ++i) {
       check_interrupt("baseline " + arm);
-      r.curves.push_back(be.run_baseline(spec, task_of(i), cfg.eval.steps));
+      const Task<float> task = task_of(i);
+      if (!task.mlp) {
+        r.curves.push_back(be.run_baseline(spec, task, cfg.eval.steps));
+        continue;
+      }
+      IterateSnapshots snaps{mlp_report_steps(cfg.eval), {}};
+      r.curves.push_back(be.run_baseline(spec, task, cfg.eval.steps, &snaps));
+      r.mlp.emplace_back();
+      for (size_t k = 0; k < snaps.steps.size(); ++k)
+        r.mlp.back().push_back(mlp_point(*task.mlp, snaps.steps[k], snaps.x[k]));
     }
-    const double fin = summarise_curves(r.curves).final_mean;
+    const double fin = r.mlp.empty() ? summarise_curves(r.curves).final_mean
+                                     : mean_mlp_points(r).back().train_loss;
     if (has_lr) tried += (tried.empty() ? "" : ";") + fmt_g(lr) + ":" + fmt_g(fin);
     if (std::isfinite(fin) && (fin < best_final || best.curves.empty())) {
       best_final = fin;
@@ -237,6 +283,30 @@ nlohmann::json arm_summary(const ArmResult& r) {
           {"skipped_adaptation_steps", r.skipped}};
 }
 
+// The mlp scores of an arm (mean over seeds at each report step), for summary.json.
+nlohmann::json mlp_summary(const ArmResult& r) {
+  nlohmann::json steps = nlohmann::json::array(), loss = nlohmann::json::array(),
+                 acc = nlohmann::json::array();
+  for (const MlpPoint& m : mean_mlp_points(r)) {
+    steps.push_back(m.step);
+    loss.push_back(std::isfinite(m.train_loss) ? nlohmann::json(m.train_loss) : nlohmann::json(nullptr));
+    acc.push_back(m.test_accuracy);
+  }
+  return {{"steps", steps}, {"train_loss", loss}, {"test_accuracy", acc},
+          {"final_train_loss", loss.back()}, {"final_test_accuracy", acc.back()}};
+}
+
+std::string mlp_csv(const std::vector<ArmResult>& results) {
+  std::ostringstream csv;
+  csv << "arm,K,source,seed,step,train_loss,test_accuracy\n";
+  for (const auto& r : results)
+    for (size_t s = 0; s < r.mlp.size(); ++s)
+      for (const MlpPoint& m : r.mlp[s])
+        csv << r.arm << ',' << r.K << ',' << r.source << ',' << s << ',' << m.step << ','
+            << format_double_csv(m.train_loss) << ',' << format_double_csv(m.test_accuracy) << '\n';
+  return csv.str();
+}
+
 std::string curves_csv(const std::vector<ArmResult>& results) {
   std::ostringstream csv;
   csv << "arm,K,source,seed,step,objective\n";
@@ -250,6 +320,20 @@ std::string curves_csv(const std::vector<ArmResult>& results) {
 
 std::string results_table(const nlohmann::json& arms) {
   std::ostringstream table;
+  const bool mlp = !arms.empty() && arms[0].contains("mlp");
+  if (mlp) {  // the objective is a minibatch loss: show the full-split scores beside it
+    table << "arm                 K   source  final obj    train loss   test acc\n";
+    for (const auto& a : arms) {
+      char line[200];
+      auto g = [](const nlohmann::json& v) { return v.is_null() ? std::string("-") : fmt_g(v.get<double>()); };
+      std::snprintf(line, sizeof line, "%-19s %-3d %-7s %-12s %-12s %-12s\n",
+                    a["arm"].get<std::string>().c_str(), a["K"].get<int>(),
+                    a["source"].get<std::string>().c_str(), g(a["final_mean"]).c_str(),
+                    g(a["mlp"]["final_train_loss"]).c_str(), g(a["mlp"]["final_test_accuracy"]).c_str());
+      table << line;
+    }
+    return table.str();
+  }
   table << "arm                 K   source  final mean     final std    @100         @1000\n";
   for (const auto& a : arms) {
     char line[200];
@@ -265,18 +349,25 @@ std::string results_table(const nlohmann::json& arms) {
 
 // Runs the jobs in order, each unless its part file holds its finished result (`count` curves of
 // steps + 1 values).
+// mlp_steps: an mlp test task's report steps, whose scores are kept in parts/*.mlp.csv beside each
+// part; empty for other tasks.
 std::vector<ArmResult> run_jobs(const fs::path& out, const std::vector<Job>& jobs, int count,
-                                int steps, const std::string& what, Progress& progress) {
+                                int steps, const std::vector<int>& mlp_steps, const std::string& what,
+                                Progress& progress) {
   progress.stage(what + " (" + std::to_string(jobs.size()) + " arms x " + std::to_string(count) +
                  " instance sets)");
   std::vector<ArmResult> results;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const fs::path part = out / "parts" / part_name(jobs[j].arm, jobs[j].K, jobs[j].source);
-    ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0};
-    if (!read_part(part, r, count, steps)) {
+    fs::path mlp_part = part;
+    mlp_part.replace_extension(".mlp.csv");
+    const bool mlp = !mlp_steps.empty();
+    ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0, {}};
+    if (!read_part(part, r, count, steps) || (mlp && !read_mlp_part(mlp_part, r, count, mlp_steps))) {
       progress.update(jobs[j].arm + " K=" + std::to_string(jobs[j].K) + " source " + jobs[j].source,
                       double(j) / double(jobs.size()));
       r = jobs[j].fn();
+      if (mlp) write_mlp_part(mlp_part, r);  // first: a part without it is recomputed
       write_part(part, r);
     }
     results.push_back(std::move(r));
@@ -295,10 +386,21 @@ void require_capabilities(const Config& cfg, const Backend& be, Progress& progre
 
 }  // namespace
 
+// Every mlp task's dataset is read (once, cached) before anything is written, so a missing or
+// damaged file stops the run with its path and leaves no output directory behind.
+void check_datasets(const Config& cfg) {
+  std::vector<TaskSpec> specs = cfg.train.tasks;
+  specs.push_back(cfg.adapt.task);
+  specs.push_back(cfg.eval.task);
+  for (const TaskSpec& s : specs)
+    if (s.family == Family::mlp) make_mlp_data(s);
+}
+
 ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   check_fits_in_memory(cfg);
-  auto backend = make_backend(cfg.run.backend);
+  check_datasets(cfg);
+  auto backend = make_backend(cfg.run.backend, uses_mlp(cfg));
   Progress progress;
   claim_run_dir(cfg, opts);
   progress.line("backend " + backend->name() + " (" + backend->device() + "), output " + out.string());
@@ -344,7 +446,9 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   if (cfg.arms.direct_transfer)
     jobs.push_back({"direct_transfer", "-", 0, [&] {
                       check_interrupt("arm direct_transfer");
-                      return ArmResult{"direct_transfer", "-", "", 0, evaluate(be, {l2o_opt}, tasks.test(), cfg.eval.steps), 0};
+                      ArmResult r{"direct_transfer", "-", "", 0, {}, 0, {}};
+                      evaluate_arm(cfg, be, tasks, {l2o_opt}, r);
+                      return r;
                     }});
   if (cfg.arms.baselines)
     for (BaselineKind kind : cfg.baselines.optimizers)
@@ -355,7 +459,8 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
 
   const int seeds = cfg.eval.seeds, steps = cfg.eval.steps;
   ProtocolResult result;
-  result.arms = run_jobs(out, jobs, seeds, steps, "adapt and evaluate", progress);
+  const std::vector<int> mlp_steps = tasks.mlp() ? mlp_report_steps(cfg.eval) : std::vector<int>{};
+  result.arms = run_jobs(out, jobs, seeds, steps, mlp_steps, "adapt and evaluate", progress);
 
   // In distribution: the trained optimizers (frozen) and Adam on fresh instances of D_train, for
   // comparison with the test task. Source "train" names these parts.
@@ -372,7 +477,7 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
     auto frozen = [&](const std::string& arm, const LearnedOptimizer* opt) {
       in_jobs.push_back({arm, "train", 0, [&, arm, opt] {
                            check_interrupt("in-distribution " + arm);
-                           return ArmResult{arm, "train", "", 0, evaluate(be, {*opt}, in_tasks, steps), 0};
+                           return ArmResult{arm, "train", "", 0, evaluate(be, {*opt}, in_tasks, steps), 0, {}};
                          }});
     };
     if (cfg.arms.direct_transfer || cfg.arms.transfer_learning) frozen("l2o", &l2o_opt);
@@ -381,14 +486,18 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
                          return baseline_arm(cfg, be, BaselineKind::adam, "train", int(specs.size()),
                                              [&](int i) { return sample_task<float>(specs[i]); });
                        }});
-    result.in_distribution = run_jobs(out, in_jobs, int(specs.size()), steps,
+    result.in_distribution = run_jobs(out, in_jobs, int(specs.size()), steps, {},
                                       "evaluate in distribution", progress);
   }
 
   nlohmann::json arms = nlohmann::json::array();
-  for (const auto& r : result.arms) arms.push_back(arm_summary(r));
+  for (const auto& r : result.arms) {
+    arms.push_back(arm_summary(r));
+    if (!r.mlp.empty()) arms.back()["mlp"] = mlp_summary(r);
+  }
   summary["arms"] = arms;
   write_file_atomic((out / "curves.csv").string(), curves_csv(result.arms));
+  if (tasks.mlp()) write_file_atomic((out / "mlp_scores.csv").string(), mlp_csv(result.arms));
   write_plot(out, result.arms, cfg, progress, summary, PlotSpec::out_of_distribution(cfg));
   std::string in_table;
   if (!result.in_distribution.empty()) {

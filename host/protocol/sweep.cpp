@@ -83,7 +83,7 @@ nlohmann::json aggregate_arms(const std::vector<const nlohmann::json*>& sections
 std::vector<ArmResult> per_seed_means(const std::vector<const std::vector<ArmResult>*>& runs) {
   std::vector<ArmResult> out;
   for (const ArmResult& first : *runs.front()) {
-    ArmResult agg{first.arm, first.source, "", first.K, {}, 0};
+    ArmResult agg{first.arm, first.source, "", first.K, {}, 0, {}};
     for (const auto* run : runs)
       for (const ArmResult& r : *run) {
         if (r.arm != first.arm || r.K != first.K || r.source != first.source) continue;

@@ -102,6 +102,7 @@ const char* hvp_support_name(HvpSupport h);
 
 struct BackendCaps {
   HvpSupport hvp = HvpSupport::device;
+  bool mlp_family = true;  // runs tasks of the mlp family (CPU: yes; CUDA: not yet)
   std::string notes;  // one line for `ml2o info` and the run's first lines
 };
 
@@ -142,15 +143,18 @@ class Backend {
   virtual void adam_step(BackendVector& w, const BackendVector& grad, BackendAdam& st,
                          const AdamHyper& h) = 0;
 
-  // An analytical optimizer from task.x0 for `steps` steps: steps + 1 mean objectives.
+  // An analytical optimizer from task.x0 for `steps` steps: steps + 1 mean objectives, and the
+  // iterates at snaps->steps when snaps is given.
   virtual std::vector<double> run_baseline(const BaselineSpec& spec, const Task<float>& task,
-                                           int steps) = 0;
+                                           int steps, IterateSnapshots* snaps = nullptr) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
 // "cpu", "cuda" or "auto" (cuda when a device is present, else cpu). Throws std::invalid_argument
-// naming the allowed values, or std::runtime_error when cuda is asked for and unavailable.
-std::unique_ptr<Backend> make_backend(const std::string& which);
+// naming the allowed values, or std::runtime_error when cuda is asked for and unavailable. With
+// `mlp` (the run has tasks of the mlp family, which only the CPU backend runs so far), "auto" means
+// the CPU and "cuda" is refused.
+std::unique_ptr<Backend> make_backend(const std::string& which, bool mlp = false);
 bool cuda_available();  // built with CUDA and a device is present
 
 // ---- host-data conveniences over the interface (tests, benches, one-off commands) ----

@@ -22,9 +22,19 @@ struct BaselineSpec {
   double rms_decay = 0.9;  // RMSProp's decay (eps shared with Adam)
 };
 
-// CPU reference: steps + 1 mean objectives, starting at task.x0. Also returns the final iterate.
+// Iterates kept at chosen steps (the mlp family's test-accuracy reports): x[i] holds every
+// instance's iterate [N * d] after steps[i] updates (steps in 0..run length).
+struct IterateSnapshots {
+  std::vector<int> steps;
+  std::vector<std::vector<float>> x;
+};
+
+// CPU reference: steps + 1 mean objectives, starting at task.x0. Also returns the final iterate,
+// and the iterates at snaps->steps. On an mlp task the objective of x_t is its loss on the
+// minibatch of step t + 1, the one its gradient is drawn from (as in the learned optimizers' unroll).
 std::vector<double> run_baseline_cpu(const BaselineSpec& spec, const Task<float>& task, int steps,
-                                     std::vector<float>* final_x = nullptr);
+                                     std::vector<float>* final_x = nullptr,
+                                     IterateSnapshots* snaps = nullptr);
 
 // Largest eigenvalue of A_n^T A_n for every instance (power iteration in double), for ISTA/FISTA.
 std::vector<double> lipschitz_constants(const Task<float>& task);

@@ -31,6 +31,12 @@ struct Config {
   nlohmann::json json;  // the full resolved config (defaults filled in), written to summary.json
 };
 
+// Whether any task of the run (D_train, D_adapt, D_test) is of the mlp family.
+bool uses_mlp(const Config& cfg);
+// The steps at which an mlp test task's iterates are scored (test accuracy, full training loss):
+// 0, eval.report_every, 2 eval.report_every, ..., and eval.steps.
+std::vector<int> mlp_report_steps(const EvalConfig& eval);
+
 // Parses and validates; throws ConfigError naming file, line, key and what is allowed.
 Config load_config(const std::string& path);
 Config parse_config(const std::string& text, const std::string& source_name);

@@ -138,7 +138,13 @@ std::vector<AdaptResult> adapt(Backend& backend, const AdaptPlan& plan,
 
 // Frozen weights, `steps` steps from each task's x0: steps + 1 mean objectives per task. opts has
 // one optimizer per task, or one for all.
+// With report_steps (increasing, in 0..steps), report(step, task index, iterate [N * d]) is called
+// for every task at each of those steps (the mlp family's test accuracy); the unroll is then run in
+// segments between them, which gives the same curves.
+using IterateReport = std::function<void(int step, size_t task, const std::vector<float>& x)>;
 std::vector<std::vector<double>> evaluate(Backend& backend, const std::vector<LearnedOptimizer>& opts,
-                                          const std::vector<const BackendTask*>& tasks, int steps);
+                                          const std::vector<const BackendTask*>& tasks, int steps,
+                                          const std::vector<int>& report_steps = {},
+                                          const IterateReport& report = {});
 
 }  // namespace ml2o

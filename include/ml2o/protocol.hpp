@@ -12,6 +12,9 @@
 //   plot.png (+ plot_K<k>.png, plot.gp, plot_data_K<k>.tsv)  log-scale objective vs step
 //   plot_in_distribution.png (+ its .gp and data)  with eval.in_distribution: the trained
 //                          optimizers and Adam on fresh instances of the training tasks
+//   mlp test task only: mlp_scores.csv (arm,K,source,seed,step,train_loss,test_accuracy),
+//                          parts/*.mlp.csv, plot_mlp.png (+ plot_mlp_data.tsv), and an "mlp"
+//                          block per arm in summary.json (docs/mlp.md)
 //
 // `ml2o sweep` (run_sweep) runs the protocol once per meta-training seed into
 // <out>/train-seed-<s>/ (each a run directory as above) and aggregates them into <out>/summary.json,
@@ -56,12 +59,20 @@ struct RunOptions {
   ConfigOverrides overrides;         // already applied to the Config passed along
 };
 
+// An mlp test task's iterates scored at one step: the full training split's mean cross-entropy
+// and the test split's accuracy, each the mean over the instances.
+struct MlpPoint {
+  int step = 0;
+  double train_loss = 0, test_accuracy = 0;
+};
+
 // One arm's evaluation curves: an adapted or frozen learned optimizer, or a baseline.
 struct ArmResult {
   std::string arm, source, note;
   int K = 0;
   std::vector<std::vector<double>> curves;  // per seed, steps + 1 objectives
   int64_t skipped = 0;
+  std::vector<std::vector<MlpPoint>> mlp;   // mlp test task: per seed, at mlp_report_steps
 };
 
 // What a run wrote, in memory.

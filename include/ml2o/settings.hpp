@@ -56,6 +56,7 @@ struct AdaptConfig {
 struct EvalConfig {
   int steps = 1000;
   int seeds = 10;
+  int report_every = 100;        // mlp test task: steps between test-accuracy reports
   TaskSpec task;                 // D_test; the seed of evaluation s is task.seed + s
   bool in_distribution = true;   // also evaluate on D_train's tasks (fresh instances)
 };
