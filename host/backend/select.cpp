@@ -2,6 +2,7 @@
 #include <stdexcept>
 
 #include "ml2o/backend.hpp"
+#include "ml2o/dist.hpp"
 
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/cuda_backend.hpp"
@@ -24,6 +25,13 @@ bool cuda_available() {
 std::unique_ptr<Backend> make_backend(const std::string& which) {
   if (which == "cpu") return make_cpu_backend();
   if (which == "cuda" || which == "auto") {
+    // Only the CPU backend shares its work between the processes of a distributed run.
+    if (dist::size() > 1) {
+      if (which == "cuda")
+        throw std::invalid_argument("backend 'cuda' is not distributed over processes yet (allowed under "
+                                    "mpirun with more than one process: cpu, auto; docs/distributed.md)");
+      return make_cpu_backend();
+    }
 #ifdef ML2O_HAVE_CUDA
     if (cuda_device_present()) return make_cuda_backend();
     if (which == "cuda")

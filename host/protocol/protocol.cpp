@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 
+#include "ml2o/dist.hpp"
 #include "ml2o/io.hpp"
 #include "outputs.hpp"
 #include "plot.hpp"
@@ -152,24 +154,40 @@ ArmResult adapted_arm(const Config& cfg, Backend& be, ArmTasks& tasks, const std
   return r;
 }
 
-// An analytical baseline over the learning-rate sweep, keeping the best final objective.
+std::string curve_bytes(const std::vector<double>& c) {
+  return std::string(reinterpret_cast<const char*>(c.data()), c.size() * sizeof(double));
+}
+std::vector<double> curve_of(const std::string& b) {
+  std::vector<double> c(b.size() / sizeof(double));
+  std::memcpy(c.data(), b.data(), c.size() * sizeof(double));
+  return c;
+}
+
+// An analytical baseline over the learning-rate sweep, keeping the best final objective. The
+// (lr, seed) runs are shared between the ranks of a distributed run.
 ArmResult baseline_arm(const Config& cfg, Backend& be, BaselineKind kind) {
   const std::string arm = baseline_name(kind);
   const bool has_lr = kind != BaselineKind::ista && kind != BaselineKind::fista;
   const std::vector<double> lrs = has_lr ? cfg.baselines.lrs : std::vector<double>{0.0};
-  ArmResult best{arm, "-", "", 0, {}, 0};
-  double best_final = HUGE_VAL;
-  std::string tried;
-  for (double lr : lrs) {
-    ArmResult r{arm, "-", "", 0, {}, 0};
+  const int seeds = cfg.eval.seeds;
+  auto spec_for = [&](double lr) {
     BaselineSpec spec;
     spec.kind = kind;
     spec.lr = lr;
     spec.momentum = cfg.baselines.momentum;
-    for (int s = 0; s < cfg.eval.seeds; ++s) {
-      check_interrupt("baseline " + arm);
-      r.curves.push_back(be.run_baseline(spec, test_task(cfg, s), cfg.eval.steps));
-    }
+    return spec;
+  };
+  const std::vector<std::string> runs = dist::shared_map(int64_t(lrs.size()) * seeds, [&](int64_t i) {
+    check_interrupt("baseline " + arm);
+    return curve_bytes(be.run_baseline(spec_for(lrs[i / seeds]), test_task(cfg, int(i % seeds)), cfg.eval.steps));
+  });
+  ArmResult best{arm, "-", "", 0, {}, 0};
+  double best_final = HUGE_VAL;
+  std::string tried;
+  for (size_t l = 0; l < lrs.size(); ++l) {
+    const double lr = lrs[l];
+    ArmResult r{arm, "-", "", 0, {}, 0};
+    for (int s = 0; s < seeds; ++s) r.curves.push_back(curve_of(runs[l * seeds + s]));
     const double fin = summarise_curves(r.curves).final_mean;
     if (has_lr) tried += (tried.empty() ? "" : ";") + fmt_g(lr) + ":" + fmt_g(fin);
     if (std::isfinite(fin) && (fin < best_final || best.curves.empty())) {
@@ -244,7 +262,8 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
   check_fits_in_memory(cfg);
   auto backend = make_backend(cfg.run.backend);
   Progress progress;
-  claim_run_dir(cfg, opts);
+  dist::on_root([&] { claim_run_dir(cfg, opts); });
+  if (dist::size() > 1) progress.line("distributed over " + std::to_string(dist::size()) + " processes");
   progress.line("backend " + backend->name() + " (" + backend->device() + "), output " + out.string());
   require_capabilities(cfg, *backend, progress);
 
@@ -301,15 +320,18 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
   for (size_t j = 0; j < jobs.size(); ++j) {
     const fs::path part = out / "parts" / part_name(jobs[j].arm, jobs[j].K, jobs[j].source);
     ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0};
-    if (!read_part(part, r, seeds, steps)) {
+    bool done = false;  // rank 0 reads the parts; every rank skips the arms already done
+    dist::on_root([&] { done = read_part(part, r, seeds, steps); });
+    if (dist::broadcast(done ? "1" : "") != "1") {
       progress.update(jobs[j].arm + " K=" + std::to_string(jobs[j].K) + " source " + jobs[j].source,
                       double(j) / double(jobs.size()));
       r = jobs[j].fn();
-      write_part(part, r);
+      if (dist::root()) write_part(part, r);
     }
     results.push_back(std::move(r));
   }
   progress.finish_line();
+  if (!dist::root()) return;  // rank 0 alone writes the outputs
 
   nlohmann::json arms = nlohmann::json::array();
   for (const auto& r : results) arms.push_back(arm_summary(r));
