@@ -103,7 +103,7 @@ class Dist : public ::testing::Test {
   std::string cfg() const { return (tmp.path / "a.toml").string(); }
   std::string out(const std::string& name) const { return (tmp.path / name).string(); }
   std::string train_args(const std::string& o) const {
-    return " train --config " + cfg() + " --method ml2o --checkpoint-every 0 --threads 1 --out " + o;
+    return " --threads 1 train --config " + cfg() + " --method ml2o --checkpoint-every 0 --out " + o;
   }
   TempDir tmp;
 };
@@ -142,8 +142,8 @@ TEST_F(Dist, TrainIsByteIdenticalForAnyNumberOfRanks) {
 
 TEST_F(Dist, RunOutputsAreByteIdenticalForOneAndTwoRanks) {
   std::string log;
-  ASSERT_EQ(sh(kMl2o + " run " + cfg() + " --threads 1 --out " + out("plain"), &log), 0) << log;
-  ASSERT_EQ(sh(launch(2) + kMl2o + " run " + cfg() + " --threads 1 --out " + out("np2"), &log), 0) << log;
+  ASSERT_EQ(sh(kMl2o + " --threads 1 run " + cfg() + " --out " + out("plain"), &log), 0) << log;
+  ASSERT_EQ(sh(launch(2) + kMl2o + " --threads 1 run " + cfg() + " --out " + out("np2"), &log), 0) << log;
   const auto a = outputs(out("plain")), b = outputs(out("np2"));
   ASSERT_TRUE(a.count("curves.csv") && a.count("ml2o.params") && a.count("l2o.params"));
   EXPECT_EQ(a.size(), b.size());
@@ -174,7 +174,7 @@ TEST_F(Dist, RanksWithDifferentConfigsExit2) {
   text.replace(text.find("seed = 3"), 8, "seed = 4");
   std::ofstream(tmp.path / "b.toml") << text;
   const std::string b = (tmp.path / "b.toml").string();
-  const std::string tail = " --method ml2o --threads 1 --out " + out("o");
+  const std::string tail = " --method ml2o --out " + out("o");
   std::string log;
   const int rc = sh(launch(1) + kMl2o + " train --config " + cfg() + tail + " : -np 1 " + kMl2o +
                     " train --config " + b + tail, &log);

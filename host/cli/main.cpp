@@ -322,3 +322,5 @@ int cli_main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
