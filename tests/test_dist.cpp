@@ -97,7 +97,7 @@ class Dist : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!dist::built_with_mpi() || mpirun().empty()) GTEST_SKIP() << "built without MPI";
-    if (sh("command -v " + mpirun()) != 0) GTEST_SKIP() << "mpirun is missing";
+    if (::access(mpirun().c_str(), X_OK) != 0) GTEST_SKIP() << mpirun() << " is missing";
     std::ofstream(tmp.path / "a.toml") << kConfig;
   }
   std::string cfg() const { return (tmp.path / "a.toml").string(); }
@@ -181,6 +181,17 @@ TEST_F(Dist, RanksWithDifferentConfigsExit2) {
   EXPECT_EQ(rc, 2) << log;
   EXPECT_NE(log.find("was started with other settings than rank 0"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(out("o") + "/ml2o.params"));
+}
+
+TEST_F(Dist, RanksOfDifferentBuildsExit2) {
+  // Another "build": the same executable with one byte appended (it still runs).
+  const fs::path other = tmp.path / "ml2o_other";
+  fs::copy_file(kMl2o, other);
+  std::ofstream(other, std::ios::app) << 'x';
+  const std::string tail = " train --config " + cfg() + " --method ml2o --out " + out("o");
+  std::string log;
+  EXPECT_EQ(sh(launch(1) + kMl2o + tail + " : -np 1 " + other.string() + tail, &log), 2) << log;
+  EXPECT_NE(log.find("runs another ml2o build than rank 0"), std::string::npos) << log;
 }
 
 TEST_F(Dist, OnlyRunAndTrainAreDistributed) {
