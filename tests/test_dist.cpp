@@ -140,6 +140,18 @@ TEST_F(Dist, TrainIsByteIdenticalForAnyNumberOfRanks) {
   }
 }
 
+// M-L2O's exact second order: the Hessian-vector products are split between ranks too.
+TEST_F(Dist, SecondOrderTrainIsByteIdentical) {
+  std::string text = kConfig;
+  text.replace(text.find("max_epochs = 3"), 14, "max_epochs = 1");
+  text += "\n[ml2o]\nmeta_gradient = \"second_order\"\n";
+  std::ofstream(tmp.path / "a.toml") << text;
+  std::string log;
+  ASSERT_EQ(sh(kMl2o + train_args(out("plain")), &log), 0) << log;
+  ASSERT_EQ(sh(launch(2) + kMl2o + train_args(out("np2")), &log), 0) << log;
+  EXPECT_EQ(bytes(out("np2") + "/ml2o.params"), bytes(out("plain") + "/ml2o.params"));
+}
+
 TEST_F(Dist, RunOutputsAreByteIdenticalForOneAndTwoRanks) {
   std::string log;
   ASSERT_EQ(sh(kMl2o + " --threads 1 run " + cfg() + " --out " + out("plain"), &log), 0) << log;
