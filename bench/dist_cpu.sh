@@ -2,7 +2,7 @@
 # CPU scaling of a distributed training (docs/distributed.md): `ml2o train --method ml2o` on
 # configs/lasso-quick.toml and on a variant with 50 instances per task (two equal chunks of 25, so
 # two ranks get equal work), one thread per rank: plain binary, mpirun -np 1, mpirun -np 2. Prints
-# the wall time of each, the load average around it, and whether the params are byte-identical.
+# the wall and CPU time of each, the load average around it, and whether the params are byte-identical.
 # Usage: bash bench/dist_cpu.sh [LOG_DIR]   (needs build-cpu/ml2o built with MPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,14 +28,14 @@ sed 's/^instances = 32$/instances = 50/' configs/lasso-quick.toml > "$work/quick
         np2) cmd=("${mpi[@]}" -np 2 "$bin") ;;
       esac
       load0=$(cut -d' ' -f1-3 /proc/loadavg)
-      t0=$(date +%s.%N)
-      "${cmd[@]}" --threads 1 train --config "$work/$cfg.toml" --method ml2o --out "$work/$cfg-$mode" \
-        2> "$log_dir/$cfg-$mode.stderr"
-      t1=$(date +%s.%N)
+      # /usr/bin/time: wall seconds, and CPU seconds (user + system) of every process it waited for.
+      /usr/bin/time -f '%e %U %S' -o "$work/time" "${cmd[@]}" --threads 1 train --config "$work/$cfg.toml" \
+        --method ml2o --out "$work/$cfg-$mode" 2> "$log_dir/$cfg-$mode.stderr"
+      read -r wall user sys < "$work/time"
       load1=$(cut -d' ' -f1-3 /proc/loadavg)
       same=$(cmp -s "$work/$cfg-plain/ml2o.params" "$work/$cfg-$mode/ml2o.params" && echo identical || echo DIFFERENT)
-      printf '%s %s wall_s=%.2f params_vs_plain=%s load_before=[%s] load_after=[%s]\n' \
-        "$cfg" "$mode" "$(echo "$t1 - $t0" | bc)" "$same" "$load0" "$load1"
+      printf '%s %s wall_s=%s cpu_s=%s params_vs_plain=%s load_before=[%s] load_after=[%s]\n' \
+        "$cfg" "$mode" "$wall" "$(echo "$user + $sys" | bc)" "$same" "$load0" "$load1"
     done
   done
 } | tee "$log_dir/summary.txt"
