@@ -20,6 +20,8 @@
 #include "ml2o/lopt.hpp"
 
 #ifdef ML2O_HAVE_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 
@@ -28,6 +30,14 @@ namespace ml2o::dist {
 namespace {
 
 int g_rank = 0, g_size = 1;
+
+[[noreturn]] void broken(const std::string& what) {
+  std::cerr << "ml2o: rank " << g_rank << " of " << g_size << ": " << what
+            << "; a rank died, hangs or failed. Stopping every rank." << std::endl;
+  abort_all(1);
+}
+
+#ifdef ML2O_HAVE_MPI
 bool g_mpi = false;          // MPI_Init was called
 uint64_t g_collectives = 0;  // collectives entered by this rank (messages, fault injection)
 
@@ -46,13 +56,6 @@ void maybe_inject_fault() {
   std::abort();
 }
 
-[[noreturn]] void broken(const std::string& what) {
-  std::cerr << "ml2o: rank " << g_rank << " of " << g_size << ": " << what
-            << "; a rank died, hangs or failed. Stopping every rank." << std::endl;
-  abort_all(1);
-}
-
-#ifdef ML2O_HAVE_MPI
 void check(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
   char msg[MPI_MAX_ERROR_STRING];
@@ -80,12 +83,12 @@ void wait_for(MPI_Request& req, const char* what) {
     pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
 }
-#endif
 
 void enter() {
   ++g_collectives;
   maybe_inject_fault();
 }
+#endif
 
 }  // namespace
 
