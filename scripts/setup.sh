@@ -2,7 +2,7 @@
 # Installs the Debian packages ml2o builds with, only those missing (one apt-get update, then install).
 set -euo pipefail
 packages=(cmake g++ make pkg-config libgtest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-          libomp-dev gnuplot-nox zlib1g-dev python3-sklearn)
+          libomp-dev gnuplot-nox zlib1g-dev python3-sklearn openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,6 +2,7 @@
 #include <stdexcept>
 
 #include "ml2o/backend.hpp"
+#include "ml2o/dist.hpp"
 
 #ifdef ML2O_HAVE_CUDA
 #include "ml2o/cuda_backend.hpp"
@@ -27,6 +28,13 @@ std::unique_ptr<Backend> make_backend(const std::string& which, bool mlp) {
     throw std::invalid_argument("run.backend = \"cuda\": the cuda backend does not run the mlp "
                                 "family yet; allowed for mlp tasks: \"cpu\", \"auto\" (= cpu)");
   if (which == "cuda" || which == "auto") {
+    // Only the CPU backend shares its work between the processes of a distributed run.
+    if (dist::size() > 1) {
+      if (which == "cuda")
+        throw std::invalid_argument("backend 'cuda' is not distributed over processes yet (allowed under "
+                                    "mpirun with more than one process: cpu, auto; docs/distributed.md)");
+      return make_cpu_backend();
+    }
 #ifdef ML2O_HAVE_CUDA
     if (cuda_device_present()) return make_cuda_backend();
     if (which == "cuda")

@@ -13,6 +13,7 @@
 
 #include "ml2o/backend.hpp"
 #include "ml2o/config.hpp"
+#include "ml2o/dist.hpp"
 #include "ml2o/meta.hpp"
 #include "ml2o/protocol.hpp"
 
@@ -108,12 +109,34 @@ int cmd_info() {
   return 0;
 }
 
+// Under mpirun every rank must run the same build, command and resolved config (exit 2 if not).
+void require_same_start(const Config& cfg, int argc, char** argv) {
+  std::string args;
+  for (int i = 1; i < argc; ++i) args += std::string(argv[i]) + '\0';
+  dist::require_same_everywhere(config_hash(cfg) ^ fnv1a64(args.data(), args.size()));
+}
+
+int cli_main(int argc, char** argv);
+
 }  // namespace
 
+// A distributed run ends together (MPI_Finalize) on success; a failing rank stops every rank with
+// its exit code (MPI_Abort), so none is left waiting for it.
 int main(int argc, char** argv) {
+  dist::init(argc, argv);
+  const int rc = cli_main(argc, argv);
+  if (rc != 0 && dist::size() > 1) dist::abort_all(rc);
+  dist::finalize();
+  return rc;
+}
+
+namespace {
+
+int cli_main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit must surface as a write error, not a kill
   CLI::App app{"ml2o: meta-train learned optimizers (L2O, M-L2O) and evaluate them against classic "
-               "ones.\nSee README.md and configs/README.md."};
+               "ones.\nSee README.md and configs/README.md. `mpirun -np N ml2o run|train ...` "
+               "spreads run and train over N processes with the same results (docs/distributed.md)."};
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads (default: all cores); results do not depend on it")
@@ -220,6 +243,9 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_sigint);
   std::string resume_hint;
   try {
+    if (dist::size() > 1 && !*run && !*train_cmd)
+      throw ConfigError(std::string("ml2o ") + app.get_subcommands().front()->get_name() + " runs in one "
+                        "process; only run and train are distributed (docs/distributed.md)");
     if (*info) return cmd_info();
     ConfigOverrides overrides;
     overrides.backend = backend;
@@ -229,6 +255,7 @@ int main(int argc, char** argv) {
     }
     if (*run) {
       const Config cfg = load_with_overrides(run_config, overrides);
+      require_same_start(cfg, argc, argv);
       require_fresh_dir(out_dir, resume);
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
       resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
@@ -246,6 +273,7 @@ int main(int argc, char** argv) {
     }
     if (*train_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
+      require_same_start(cfg, argc, argv);
       if (cfg.train.tasks.empty())
         throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
       check_fits_in_memory(cfg);
@@ -351,3 +379,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace

@@ -1,10 +1,18 @@
 // The CPU backend: the reference math (unroll_cpu, hvp_dual, run_baseline_cpu) over state held in
 // host memory. Its objects are plain host data, so reads and writes are copies.
+//
+// In a distributed run (dist.hpp) every rank holds every task and full-size trajectories, but
+// advances only the coordinates of its own chunks of each task; the per-chunk partial sums are
+// all-gathered and added in chunk order, so losses and gradients are those of one process. A
+// trajectory's other chunks are stale on this rank until read() collects them from their owners.
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "ml2o/backend.hpp"
+#include "ml2o/dist.hpp"
 #include "ml2o/unroll.hpp"
 
 namespace ml2o {
@@ -22,7 +30,7 @@ class CpuTrajectory final : public BackendTrajectory {
   explicit CpuTrajectory(const CpuTask& task) : BackendTrajectory(task), t(start_trajectory(task.data.x0)) {}
   void restart() override { t = start_trajectory(static_cast<const CpuTask&>(task()).data.x0); }
   void assign(const BackendTrajectory& from) override;
-  Trajectory<float> read() const override { return t; }
+  Trajectory<float> read() const override;
   void write(const Trajectory<float>& in) override {
     const size_t C = size_t(task().coordinates());
     if (in.x.size() != C || in.coord.size() != C)
@@ -77,6 +85,89 @@ void CpuTrajectory::assign(const BackendTrajectory& from) {
   t = f.t;
 }
 
+// This rank's chunks of a task (all of them in a single process).
+dist::Range my_chunks(const TaskSpec& spec) { return dist::my_share(chunk_count(spec.instances, spec.dim)); }
+
+template <class T> void put(std::string& out, const std::vector<T>& v) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+template <class T> void take(const std::string& in, size_t& at, std::vector<T>& v, size_t n) {
+  if (at + n * sizeof(T) > in.size()) throw std::logic_error("cpu backend: short distributed message");
+  v.resize(n);
+  std::memcpy(static_cast<void*>(v.data()), in.data() + at, n * sizeof(T));
+  at += n * sizeof(T);
+}
+
+// Every rank's coordinates of the chunks it owns, assembled into one trajectory.
+Trajectory<float> CpuTrajectory::read() const {
+  if (dist::size() == 1) return t;
+  const TaskSpec& spec = task().spec();
+  const int64_t per = instances_per_chunk(spec.dim), chunks = chunk_count(spec.instances, spec.dim);
+  auto coords = [&](dist::Range r) {
+    const int64_t c0 = std::min(spec.instances, r.begin * per) * spec.dim;
+    const int64_t c1 = std::min(spec.instances, r.end * per) * spec.dim;
+    return std::pair<size_t, size_t>(size_t(c0), size_t(c1));
+  };
+  const auto [m0, m1] = coords(dist::my_share(chunks));
+  std::string own;
+  put(own, std::vector<float>(t.x.begin() + m0, t.x.begin() + m1));
+  put(own, std::vector<CoordState<float>>(t.coord.begin() + m0, t.coord.begin() + m1));
+  const std::vector<std::string> all = dist::allgather(own);
+  Trajectory<float> out = t;
+  for (int r = 0; r < dist::size(); ++r) {
+    const auto [c0, c1] = coords(dist::share(chunks, r, dist::size()));
+    size_t at = 0;
+    std::vector<float> x;
+    std::vector<CoordState<float>> st;
+    take(all[r], at, x, c1 - c0);
+    take(all[r], at, st, c1 - c0);
+    std::copy(x.begin(), x.end(), out.x.begin() + c0);
+    std::copy(st.begin(), st.end(), out.coord.begin() + c0);
+  }
+  return out;
+}
+
+// One batched call's partials from every rank, summed per item in chunk order. own[i] holds this
+// rank's chunks of item i; specs[i] is its task.
+template <class S>
+std::vector<UnrollResult<S>> reduce_everywhere(const std::vector<ChunkPartials<S>>& own,
+                                               const std::vector<const TaskSpec*>& specs, int T,
+                                               size_t P, GradMode mode) {
+  std::vector<UnrollResult<S>> out;
+  if (dist::size() == 1) {
+    for (size_t i = 0; i < own.size(); ++i) {
+      const ChunkPartials<S>* parts[] = {&own[i]};
+      out.push_back(reduce_chunks<S>(parts, specs[i]->instances, T, P, mode));
+    }
+    return out;
+  }
+  const bool backward = mode != GradMode::none;
+  std::string bytes;
+  for (const auto& m : own) {
+    put(bytes, m.loss);
+    put(bytes, m.grad);
+  }
+  const std::vector<std::string> all = dist::allgather(bytes);
+  std::vector<size_t> at(all.size(), 0);
+  for (size_t i = 0; i < own.size(); ++i) {
+    const int64_t chunks = chunk_count(specs[i]->instances, specs[i]->dim);
+    std::vector<ChunkPartials<S>> theirs(all.size());
+    std::vector<const ChunkPartials<S>*> parts;
+    for (size_t r = 0; r < all.size(); ++r) {
+      const dist::Range range = dist::share(chunks, int(r), int(all.size()));
+      ChunkPartials<S>& p = theirs[r];
+      p.first = range.begin;
+      p.last = range.end;
+      take(all[r], at[r], p.loss, size_t(range.count()) * (T + 1));
+      take(all[r], at[r], p.grad, backward ? size_t(range.count()) * P : 0);
+      parts.push_back(&p);
+    }
+    out.push_back(reduce_chunks<S>(parts, specs[i]->instances, T, P, mode));
+  }
+  return out;
+}
+
 void CpuVector::assign(const BackendVector& from) {
   const auto& f = mine<const CpuVector>(from);
   if (f.size() != size()) throw std::logic_error("cpu backend: assign between vectors of different sizes");
@@ -103,28 +194,55 @@ class CpuBackend final : public Backend {
 
   std::vector<UnrollLoss> unroll(const OptimizerHyper& hyper, std::span<const UnrollItem> items,
                                  int T, GradMode mode) override {
-    std::vector<UnrollLoss> out;
-    out.reserve(items.size());
+    std::vector<ChunkPartials<float>> own;
+    std::vector<const TaskSpec*> specs;
     for (const UnrollItem& it : items) {
       auto& traj = mine<CpuTrajectory>(*it.traj);
       const auto& task = mine<const CpuTask>(*it.task);
       if (&traj.task() != it.task) throw std::logic_error("cpu backend: trajectory of another task");
-      auto r = unroll_cpu(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T, mode);
-      if (mode != GradMode::none) {
-        if (!it.grad) throw std::logic_error("cpu backend: a meta-gradient unroll needs a grad vector");
-        mine<CpuVector>(*it.grad).v = std::move(r.grad);
-      }
-      out.push_back(UnrollLoss{r.meta_loss, std::move(r.step_loss)});
+      if (mode != GradMode::none && !it.grad)
+        throw std::logic_error("cpu backend: a meta-gradient unroll needs a grad vector");
+      const dist::Range r = my_chunks(task.spec());
+      own.push_back(unroll_chunks(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T,
+                                   mode, r.begin, r.end));
+      traj.t.k += T;
+      specs.push_back(&task.spec());
+    }
+    const size_t P = items.empty() ? 0 : items[0].w->size();
+    std::vector<UnrollLoss> out;
+    out.reserve(items.size());
+    std::vector<UnrollResult<float>> sums = reduce_everywhere(own, specs, T, P, mode);
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].w->size() != P) throw std::logic_error("cpu backend: items with weights of different sizes");
+      if (mode != GradMode::none) mine<CpuVector>(*items[i].grad).v = std::move(sums[i].grad);
+      out.push_back(UnrollLoss{sums[i].meta_loss, std::move(sums[i].step_loss)});
     }
     return out;
   }
 
+  // Forward-over-reverse (hvp_dual's arithmetic), each rank on its own chunks.
   void hvp(const OptimizerHyper& hyper, std::span<const HvpItem> items, int T, GradMode mode) override {
+    using D = Dual<double>;
+    std::vector<ChunkPartials<D>> own;
+    std::vector<const TaskSpec*> specs;
     for (const HvpItem& it : items) {
       const auto& task = mine<const CpuTask>(it.start->task());
-      mine<CpuVector>(*it.out).v = hvp_dual(hyper, mine<const CpuVector>(*it.w).v, task.data,
-                                            mine<const CpuTrajectory>(*it.start).t, T,
-                                            mine<const CpuVector>(*it.v).v, mode);
+      const auto& w = mine<const CpuVector>(*it.w).v;
+      const auto& v = mine<const CpuVector>(*it.v).v;
+      std::vector<D> wd(w.size());
+      for (size_t p = 0; p < w.size(); ++p) wd[p] = D(double(w[p]), double(v[p]));
+      const Task<D> td = cast_task<D>(task.data);
+      Trajectory<D> traj = cast_trajectory<D>(mine<const CpuTrajectory>(*it.start).t);
+      const dist::Range r = my_chunks(task.spec());
+      own.push_back(unroll_chunks(hyper, wd, view_of(td), traj, T, mode, r.begin, r.end));
+      specs.push_back(&task.spec());
+    }
+    const size_t P = items.empty() ? 0 : items[0].w->size();
+    std::vector<UnrollResult<D>> sums = reduce_everywhere(own, specs, T, P, mode);
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto& out = mine<CpuVector>(*items[i].out).v;
+      out.resize(P);
+      for (size_t p = 0; p < P; ++p) out[p] = float(sums[i].grad[p].d);
     }
   }
 

@@ -16,7 +16,7 @@ namespace {
 template <class S>
 void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& task,
                   Trajectory<S>& traj, int T, GradMode mode, int64_t n0, int64_t n1,
-                  std::vector<S>& loss, std::vector<S>& grad) {
+                  S* loss, S* grad) {
   const int d = task.dim;
   const int64_t c0 = n0 * d, nc = (n1 - n0) * d;
   const S inv_n = S(1) / S(double(task.instances));
@@ -61,7 +61,7 @@ void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& ta
     const StepTape<S>* tp = tape.data() + size_t(t) * nc;
     for (int64_t c = 0; c < nc; ++c) {
       dg[c] = optimizer_step_backward(hyper, w, tp[c], ax[c], second, adj[c], sg);
-      accumulate_weight_grad(hyper, tp[c], sg, grad.data());
+      accumulate_weight_grad(hyper, tp[c], sg, grad);
     }
     const S* g = g_hist.data() + size_t(t) * nc;
     if (second) {
@@ -79,9 +79,15 @@ void unroll_chunk(const OptimizerHyper& hyper, const S* w, const TaskView<S>& ta
 
 }  // namespace
 
+int64_t chunk_count(int64_t instances, int dim) {
+  const int64_t per = instances_per_chunk(dim);
+  return (instances + per - 1) / per;
+}
+
 template <class S>
-UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
-                           const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode) {
+ChunkPartials<S> unroll_chunks(const OptimizerHyper& hyper, const std::vector<S>& w,
+                               const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode,
+                               int64_t first, int64_t last) {
   if (task.family == Family::mlp) {  // refused here, outside the parallel region
     if (!task.mlp) throw std::invalid_argument("unroll: an mlp task without its data");
     if (mode == GradMode::second_derivatives || !mlp_scalar_supported<S>)
@@ -90,37 +96,71 @@ UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
           "and ml2o.meta_gradient = \"first_order\"");
   }
   const int64_t per = instances_per_chunk(task.dim);
-  const int64_t chunks = (task.instances + per - 1) / per;
   const size_t P = w.size();
   const bool backward = mode != GradMode::none;
-  // Per-chunk partials, summed in chunk order below: the result is the same for any thread count.
-  std::vector<std::vector<S>> loss(chunks, std::vector<S>(T + 1, S(0)));
-  std::vector<std::vector<S>> grad(chunks);
+  ChunkPartials<S> out;
+  out.first = first;
+  out.last = last;
+  out.loss.assign(size_t(last - first) * (T + 1), S(0));
+  if (backward) out.grad.assign(size_t(last - first) * P, S(0));
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
-    if (backward) grad[ch].assign(P, S(0));
+  for (int64_t ch = first; ch < last; ++ch) {
     const int64_t n0 = ch * per, n1 = std::min(task.instances, n0 + per);
-    unroll_chunk(hyper, w.data(), task, traj, T, mode, n0, n1, loss[ch], grad[ch]);
+    const size_t i = size_t(ch - first);
+    unroll_chunk(hyper, w.data(), task, traj, T, mode, n0, n1, out.loss.data() + i * (T + 1),
+                 backward ? out.grad.data() + i * P : nullptr);
   }
-  traj.k += T;
+  return out;
+}
+
+template <class S>
+UnrollResult<S> reduce_chunks(std::span<const ChunkPartials<S>* const> parts, int64_t instances,
+                              int T, size_t P, GradMode mode) {
+  const bool backward = mode != GradMode::none;
   UnrollResult<S> out;
   out.step_loss.assign(T + 1, 0.0);
   std::vector<S> step(T + 1, S(0));
-  for (int64_t ch = 0; ch < chunks; ++ch)
-    for (int t = 0; t <= T; ++t) step[t] += loss[ch][t];
-  const S inv_n = S(1) / S(double(task.instances));
+  if (backward) out.grad.assign(P, S(0));
+  int64_t next = 0;
+  for (const ChunkPartials<S>* part : parts) {
+    if (part->first != next) throw std::logic_error("reduce_chunks: chunk partials out of order");
+    next = part->last;
+    for (int64_t i = 0; i < part->last - part->first; ++i) {
+      for (int t = 0; t <= T; ++t) step[t] += part->loss[size_t(i) * (T + 1) + t];
+      if (backward)
+        for (size_t p = 0; p < P; ++p) out.grad[p] += part->grad[size_t(i) * P + p];
+    }
+  }
+  const S inv_n = S(1) / S(double(instances));
   for (int t = 0; t <= T; ++t) {
     step[t] *= inv_n;
     out.step_loss[t] = static_cast<double>(value_of(step[t]));
     out.meta_loss += step[t];
   }
-  if (backward) {
-    out.grad.assign(P, S(0));
-    for (int64_t ch = 0; ch < chunks; ++ch)
-      for (size_t p = 0; p < P; ++p) out.grad[p] += grad[ch][p];
-  }
   return out;
 }
+
+// Per-chunk partials, summed in chunk order: the result is the same for any thread count, and
+// for any split of the chunks between processes (dist.hpp).
+template <class S>
+UnrollResult<S> unroll_cpu(const OptimizerHyper& hyper, const std::vector<S>& w,
+                           const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode) {
+  const ChunkPartials<S> all =
+      unroll_chunks(hyper, w, task, traj, T, mode, 0, chunk_count(task.instances, task.dim));
+  traj.k += T;
+  const ChunkPartials<S>* parts[] = {&all};
+  return reduce_chunks<S>(parts, task.instances, T, w.size(), mode);
+}
+
+#define ML2O_INSTANTIATE_CHUNKS(S)                                                                  \
+  template ChunkPartials<S> unroll_chunks(const OptimizerHyper&, const std::vector<S>&,            \
+                                          const TaskView<S>&, Trajectory<S>&, int, GradMode,       \
+                                          int64_t, int64_t);                                       \
+  template UnrollResult<S> reduce_chunks(std::span<const ChunkPartials<S>* const>, int64_t, int,   \
+                                         size_t, GradMode);
+ML2O_INSTANTIATE_CHUNKS(float)
+ML2O_INSTANTIATE_CHUNKS(Dual<double>)
+#undef ML2O_INSTANTIATE_CHUNKS
 
 template UnrollResult<float> unroll_cpu(const OptimizerHyper&, const std::vector<float>&,
                                         const TaskView<float>&, Trajectory<float>&, int, GradMode);

@@ -1,6 +1,8 @@
 // Progress on stderr: a live line on a terminal, plain periodic lines in a log.
 #include "ml2o/progress.hpp"
 
+#include "ml2o/dist.hpp"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -30,7 +32,8 @@ std::string fmt_g(double v) {
   return buf;
 }
 
-Progress::Progress(bool quiet) : tty_(::isatty(2)), quiet_(quiet), stage_start_(now_s()) {}
+// Only rank 0 of a distributed run reports progress.
+Progress::Progress(bool quiet) : tty_(::isatty(2)), quiet_(quiet || !dist::root()), stage_start_(now_s()) {}
 
 void Progress::stage(const std::string& name) {
   finish_line();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <map>
 #include <sstream>
 
+#include "ml2o/dist.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/seeds.hpp"
 #include "outputs.hpp"
@@ -219,35 +221,68 @@ ArmResult adapted_arm(const Config& cfg, Backend& be, ArmTasks& tasks, const std
   return r;
 }
 
+// One baseline run as bytes for dist::shared_map: the curve (steps + 1 doubles), then on an mlp
+// task (step, train_loss, test_accuracy) at each report step.
+struct BaselineRun {
+  std::vector<double> curve;
+  std::vector<MlpPoint> mlp;
+};
+std::string run_bytes(const BaselineRun& run) {
+  std::vector<double> flat = run.curve;
+  for (const MlpPoint& m : run.mlp) flat.insert(flat.end(), {double(m.step), m.train_loss, m.test_accuracy});
+  return std::string(reinterpret_cast<const char*>(flat.data()), flat.size() * sizeof(double));
+}
+BaselineRun run_of(const std::string& bytes, int steps) {
+  std::vector<double> flat(bytes.size() / sizeof(double));
+  std::memcpy(flat.data(), bytes.data(), flat.size() * sizeof(double));
+  BaselineRun run;
+  run.curve.assign(flat.begin(), flat.begin() + (steps + 1));
+  for (size_t i = size_t(steps) + 1; i + 2 < flat.size(); i += 3)
+    run.mlp.push_back({int(flat[i]), flat[i + 1], flat[i + 2]});
+  return run;
+}
+
 // An analytical baseline over the learning-rate sweep, keeping the best final objective (on an mlp
 // test task: the best final full training loss, the minibatch objective being noisy); curve i runs
-// on task_of(i), i < count.
+// on task_of(i), i < count. The (lr, i) runs are shared between the ranks of a distributed run.
 ArmResult baseline_arm(const Config& cfg, Backend& be, BaselineKind kind, const std::string& source,
                        int count, const std::function<Task<float>(int)>& task_of) {
   const std::string arm = baseline_name(kind);
   const bool has_lr = kind != BaselineKind::ista && kind != BaselineKind::fista;
   const std::vector<double> lrs = has_lr ? cfg.baselines.lrs : std::vector<double>{0.0};
-  ArmResult best{arm, source, "", 0, {}, 0, {}};
-  double best_final = HUGE_VAL;
-  std::string tried;
-  for (double lr : lrs) {
-    ArmResult r{arm, source, "", 0, {}, 0, {}};
+  const int steps = cfg.eval.steps;
+  auto spec_for = [&](double lr) {
     BaselineSpec spec;
     spec.kind = kind;
     spec.lr = lr;
     spec.momentum = cfg.baselines.momentum;
-    for (int i = 0; i < count; ++i) {
-      check_interrupt("baseline " + arm);
-      const Task<float> task = task_of(i);
-      if (!task.mlp) {
-        r.curves.push_back(be.run_baseline(spec, task, cfg.eval.steps));
-        continue;
-      }
+    return spec;
+  };
+  const std::vector<std::string> runs = dist::shared_map(int64_t(lrs.size()) * count, [&](int64_t i) {
+    check_interrupt("baseline " + arm);
+    const BaselineSpec spec = spec_for(lrs[i / count]);
+    const Task<float> task = task_of(int(i % count));
+    BaselineRun run;
+    if (!task.mlp) {
+      run.curve = be.run_baseline(spec, task, steps);
+    } else {
       IterateSnapshots snaps{mlp_report_steps(cfg.eval), {}};
-      r.curves.push_back(be.run_baseline(spec, task, cfg.eval.steps, &snaps));
-      r.mlp.emplace_back();
+      run.curve = be.run_baseline(spec, task, steps, &snaps);
       for (size_t k = 0; k < snaps.steps.size(); ++k)
-        r.mlp.back().push_back(mlp_point(*task.mlp, snaps.steps[k], snaps.x[k]));
+        run.mlp.push_back(mlp_point(*task.mlp, snaps.steps[k], snaps.x[k]));
+    }
+    return run_bytes(run);
+  });
+  ArmResult best{arm, source, "", 0, {}, 0, {}};
+  double best_final = HUGE_VAL;
+  std::string tried;
+  for (size_t l = 0; l < lrs.size(); ++l) {
+    const double lr = lrs[l];
+    ArmResult r{arm, source, "", 0, {}, 0, {}};
+    for (int i = 0; i < count; ++i) {
+      BaselineRun run = run_of(runs[l * count + i], steps);
+      r.curves.push_back(std::move(run.curve));
+      if (!run.mlp.empty()) r.mlp.push_back(std::move(run.mlp));
     }
     const double fin = r.mlp.empty() ? summarise_curves(r.curves).final_mean
                                      : mean_mlp_points(r).back().train_loss;
@@ -363,12 +398,18 @@ std::vector<ArmResult> run_jobs(const fs::path& out, const std::vector<Job>& job
     mlp_part.replace_extension(".mlp.csv");
     const bool mlp = !mlp_steps.empty();
     ArmResult r{jobs[j].arm, jobs[j].source, "", jobs[j].K, {}, 0, {}};
-    if (!read_part(part, r, count, steps) || (mlp && !read_mlp_part(mlp_part, r, count, mlp_steps))) {
+    bool done = false;  // rank 0 reads the parts; every rank skips the arms already done
+    dist::on_root([&] {
+      done = read_part(part, r, count, steps) && (!mlp || read_mlp_part(mlp_part, r, count, mlp_steps));
+    });
+    if (dist::broadcast(done ? "1" : "") != "1") {
       progress.update(jobs[j].arm + " K=" + std::to_string(jobs[j].K) + " source " + jobs[j].source,
                       double(j) / double(jobs.size()));
       r = jobs[j].fn();
-      if (mlp) write_mlp_part(mlp_part, r);  // first: a part without it is recomputed
-      write_part(part, r);
+      if (dist::root()) {
+        if (mlp) write_mlp_part(mlp_part, r);  // first: a part without it is recomputed
+        write_part(part, r);
+      }
     }
     results.push_back(std::move(r));
   }
@@ -402,7 +443,8 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   check_datasets(cfg);
   auto backend = make_backend(cfg.run.backend, uses_mlp(cfg));
   Progress progress;
-  claim_run_dir(cfg, opts);
+  dist::on_root([&] { claim_run_dir(cfg, opts); });
+  if (dist::size() > 1) progress.line("distributed over " + std::to_string(dist::size()) + " processes");
   progress.line("backend " + backend->name() + " (" + backend->device() + "), output " + out.string());
   require_capabilities(cfg, *backend, progress);
 
@@ -489,6 +531,7 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
     result.in_distribution = run_jobs(out, in_jobs, int(specs.size()), steps, {},
                                       "evaluate in distribution", progress);
   }
+  if (!dist::root()) return result;  // rank 0 alone writes the outputs
 
   nlohmann::json arms = nlohmann::json::array();
   for (const auto& r : result.arms) {

@@ -1,8 +1,10 @@
 // One training stage of a run: creates or resumes <out>/checkpoints/<method>.ckpt, trains, and
-// writes <out>/<method>.params.
+// writes <out>/<method>.params. In a distributed run rank 0 alone reads and writes files: it
+// sends the checkpoint to the others, and every rank agrees on when to save (dist.hpp).
 #include <algorithm>
 #include <filesystem>
 
+#include "ml2o/dist.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/progress.hpp"
 #include "ml2o/protocol.hpp"
@@ -14,12 +16,17 @@ namespace ml2o {
 TrainerState run_training(const Config& cfg, Backend& backend, Method method,
                           const RunOptions& opts, Progress& progress, const LearnedOptimizer* init) {
   const fs::path out(opts.out_dir);
-  fs::create_directories(out / "checkpoints");
   const std::string ckpt = (out / "checkpoints" / (std::string(method_name(method)) + ".ckpt")).string();
   const uint64_t hash = config_hash(cfg) ^ uint64_t(method);
+  std::string saved;  // "+" and the checkpoint's bytes when resuming one, else empty
+  dist::on_root([&] {
+    fs::create_directories(out / "checkpoints");
+    if (opts.resume && fs::exists(ckpt)) saved = "+" + read_file(ckpt);
+  });
+  saved = dist::broadcast(saved);
   TrainerState st;
-  if (opts.resume && fs::exists(ckpt)) {
-    st = trainer_from_bytes(read_file(ckpt), ckpt, hash);
+  if (!saved.empty()) {
+    st = trainer_from_bytes(saved.substr(1), ckpt, hash);
     progress.line(std::string("resuming ") + method_name(method) + " training at epoch " +
                   std::to_string(st.epoch) + " from " + ckpt);
   } else {
@@ -35,7 +42,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
   progress.stage(std::string("train ") + method_name(method));
   double last_ckpt = now_s();
   auto save = [&](const TrainerState& s) {
-    write_file_atomic(ckpt, trainer_to_bytes(s, hash));
+    if (dist::root()) write_file_atomic(ckpt, trainer_to_bytes(s, hash));
     last_ckpt = now_s();
   };
   TrainHooks hooks;
@@ -51,9 +58,13 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
     if (!status.empty()) text += " [" + status + "]";
     progress.update(text, frac);
   };
+  // Saving reads the trajectories from every rank, so every rank takes the same action: rank 0's
+  // clock decides when to save, and an interrupt on any rank stops all.
   hooks.after_step = [&](const TrainerState&) {
-    if (g_interrupt_requested.load()) return StepAction::save_and_stop;
-    return now_s() - last_ckpt >= opts.checkpoint_every_s ? StepAction::save : StepAction::go_on;
+    StepAction a = StepAction::go_on;
+    if (g_interrupt_requested.load()) a = StepAction::save_and_stop;
+    else if (dist::root() && now_s() - last_ckpt >= opts.checkpoint_every_s) a = StepAction::save;
+    return StepAction(dist::allreduce_max(int(a)));
   };
   hooks.save = save;
   const bool done = train(cfg.train, cfg.ml2o, backend, st, hooks);
@@ -63,7 +74,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
                       " training; checkpoint written to " + ckpt);
   }
   save(st);
-  save_params((out / (std::string(method_name(method)) + ".params")).string(), st.opt);
+  if (dist::root()) save_params((out / (std::string(method_name(method)) + ".params")).string(), st.opt);
   progress.line(std::string(method_name(method)) + " training finished: " + std::to_string(st.epoch) +
                 " epochs, stage " + std::to_string(st.stage) + ", " +
                 std::to_string(st.eval_history.size()) + " evaluations, " +

@@ -93,6 +93,7 @@ struct TrainerState {
 TrainerState make_trainer(Method method, const OptimizerHyper& hyper, uint64_t init_seed);
 
 // What the trainer does after a meta-step or an evaluation.
+// Ordered by strength: the ranks of a distributed run take the strongest of their actions.
 enum class StepAction { go_on, save, save_and_stop };
 
 struct TrainHooks {

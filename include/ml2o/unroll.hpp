@@ -3,6 +3,7 @@
 // is the oracle and Dual<double> gives exact Hessian-vector products.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "ml2o/cell.hpp"
@@ -80,7 +81,27 @@ std::vector<S> hvp_dual(const OptimizerHyper& hyper, const std::vector<S>& w,
 }
 
 // Instances per work chunk: a function of d only, so the reduction order (and the result) does
-// not depend on the number of threads.
+// not depend on the number of threads or processes.
 int instances_per_chunk(int dim);
+int64_t chunk_count(int64_t instances, int dim);
+
+// The partial sums of chunks [first, last) of one unroll: per chunk, the T + 1 objective sums
+// (sum_n f_n(x_t) over its instances) and, with a meta-gradient, its P weight-gradient sums.
+template <class S> struct ChunkPartials {
+  int64_t first = 0, last = 0;
+  std::vector<S> loss;  // [(last - first) * (T + 1)], chunk-major
+  std::vector<S> grad;  // [(last - first) * P], empty for GradMode::none
+};
+
+// unroll_cpu in two halves, for processes that each own some chunks (dist.hpp): advances only the
+// coordinates of chunks [first, last) of traj (traj.k is the caller's), and sums partials that
+// cover chunks 0.. in order, each chunk's after the previous one's, exactly as unroll_cpu does.
+template <class S>
+ChunkPartials<S> unroll_chunks(const OptimizerHyper& hyper, const std::vector<S>& w,
+                               const TaskView<S>& task, Trajectory<S>& traj, int T, GradMode mode,
+                               int64_t first, int64_t last);
+template <class S>
+UnrollResult<S> reduce_chunks(std::span<const ChunkPartials<S>* const> parts, int64_t instances,
+                              int T, size_t P, GradMode mode);
 
 }  // namespace ml2o
