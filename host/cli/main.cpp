@@ -180,7 +180,8 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(run_config, backend);
       require_fresh_dir(out_dir, resume);
       RunOptions opts{out_dir, resume, ckpt_every, ""};
-      resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
+      // The saved config is the resolved one (overrides included), whatever the config's source.
+      resume_hint = "ml2o run " + (fs::path(out_dir) / "config.toml").string() + " --out " + out_dir + " --resume";
       run_protocol(cfg, opts);
       return 0;
     }

@@ -19,7 +19,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
   const uint64_t hash = config_hash(cfg) ^ uint64_t(method);
   TrainerState st;
   if (opts.resume && fs::exists(ckpt)) {
-    st = trainer_from_bytes(read_file(ckpt), ckpt, hash);
+    st = load_checkpoint(ckpt, CheckpointExpect{hash, method, cfg.optimizer, &cfg.train});
     progress.line(std::string("resuming ") + method_name(method) + " training at epoch " +
                   std::to_string(st.epoch) + " from " + ckpt);
   } else {
