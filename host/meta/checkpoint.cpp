@@ -92,7 +92,8 @@ void check_state(const TrainerState& st, const TrainConfig& tc, const std::strin
   if (st.adam.m.size() != st.adam.v.size() || (st.adam.t > 0 && st.adam.m.size() != P))
     corrupt(src, "Adam moments of " + s(st.adam.m.size()) + " and " + s(st.adam.v.size()) +
                      " values after " + s(st.adam.t) + " steps, for " + s(P) + " weights");
-  const int64_t max_steps = (st.epoch + 1) * unrolls_in_stage(tc, int(tc.curriculum.size()) - 1);
+  const int64_t longest = *std::max_element(tc.curriculum.begin(), tc.curriculum.end()) / tc.unroll;
+  const int64_t max_steps = (st.epoch + 1) * longest;
   if (st.adam.t < 0 || st.adam.t > max_steps)
     corrupt(src, "Adam step count " + s(st.adam.t) + " outside 0.." + s(max_steps) + " at epoch " + s(st.epoch));
   if (!all_finite(st.adam.m) || !all_finite(st.adam.v) ||
