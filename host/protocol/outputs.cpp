@@ -57,8 +57,9 @@ void write_part(const fs::path& path, const ArmResult& r) {
 
 bool read_part(const fs::path& path, ArmResult& r, int seeds, int steps) {
   if (!fs::exists(path)) return false;
-  // At most the size this part can have (a row: two indices, 17 digits, sign and exponent).
-  const size_t max_bytes = 4096 + size_t(seeds) * size_t(steps + 1) * 64;
+  // At most the size this part can have: the header (a note lists up to 1000 swept rates) and
+  // rows of two indices and 17 digits with sign and exponent.
+  const size_t max_bytes = (size_t(1) << 20) + size_t(seeds) * size_t(steps + 1) * 64;
   const std::string bytes = read_file(path.string(), max_bytes);
   const std::string where = path.string() + ": corrupt partial result (delete it to recompute): ";
   if (bytes.empty() || bytes.back() != '\n') throw FormatError(where + "cut off (no final newline)");
