@@ -126,7 +126,7 @@ void check_state(const TrainerState& st, const TrainConfig& tc, const std::strin
   if (st.loss_history.size() != uint64_t(st.epoch))
     corrupt(src, s(st.loss_history.size()) + " epoch losses at epoch " + s(st.epoch));
   if (st.epoch_loss_count < 0 || st.epoch_loss_count > st.unroll_in_epoch ||
-      (st.epoch_loss_count == 0 && st.epoch_loss_sum != 0))
+      (st.epoch_loss_count == 0 && st.epoch_loss_sum != 0) || std::isnan(st.epoch_loss_sum))
     corrupt(src, "epoch loss over " + s(st.epoch_loss_count) + " unrolls at unroll " + s(st.unroll_in_epoch));
 }
 }  // namespace
