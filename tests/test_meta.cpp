@@ -59,21 +59,23 @@ TEST(Trainer, CheckpointRoundTripIsExact) {
   EXPECT_FALSE(train(cfg.train, cfg.ml2o, *backend, st, hooks));
   ASSERT_FALSE(st.trajs.empty());
   const std::string bytes = trainer_to_bytes(st, 42);
-  const TrainerState back = trainer_from_bytes(bytes, "mem", 42);
+  const CheckpointExpect expect{42, Method::ml2o, cfg.optimizer, &cfg.train};
+  const TrainerState back = trainer_from_bytes(bytes, "mem", expect);
   EXPECT_EQ(trainer_to_bytes(back, 42), bytes);
   EXPECT_EQ(back.opt.weights, st.opt.weights);
   EXPECT_EQ(back.unroll_in_epoch, st.unroll_in_epoch);
   // Another config's hash, a flipped byte, a truncation: clear errors.
-  EXPECT_THROW(trainer_from_bytes(bytes, "mem", 43), FormatError);
+  EXPECT_THROW(trainer_from_bytes(bytes, "mem", CheckpointExpect{43, Method::ml2o, cfg.optimizer, &cfg.train}),
+               FormatError);
   std::string bad = bytes;
   bad[bad.size() / 2] ^= 1;
   try {
-    trainer_from_bytes(bad, "ck.ckpt", 42);
+    trainer_from_bytes(bad, "ck.ckpt", expect);
     FAIL();
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("ck.ckpt: checksum mismatch"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(trainer_from_bytes(bytes.substr(0, bytes.size() - 9), "mem", 42), FormatError);
+  EXPECT_THROW(trainer_from_bytes(bytes.substr(0, bytes.size() - 9), "mem", expect), FormatError);
 }
 
 // The trainer's batched M-L2O meta-step (backend vectors) against the host reference template
@@ -132,7 +134,8 @@ TEST(Trainer, StoppedAndContinuedEqualsUninterrupted) {
       return ++n < stop_after ? StepAction::go_on : StepAction::save_and_stop;
     };
     ASSERT_FALSE(train(cfg.train, cfg.ml2o, *backend, st, hooks));
-    TrainerState resumed = trainer_from_bytes(trainer_to_bytes(st, 1), "mem", 1);
+    TrainerState resumed = trainer_from_bytes(trainer_to_bytes(st, 1), "mem",
+                                              CheckpointExpect{1, Method::l2o, cfg.optimizer, &cfg.train});
     ASSERT_TRUE(train(cfg.train, cfg.ml2o, *backend, resumed, {}));
     EXPECT_EQ(resumed.opt.weights, full.opt.weights) << "stopped after " << stop_after;
     EXPECT_EQ(resumed.eval_history, full.eval_history);

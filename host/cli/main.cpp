@@ -258,7 +258,8 @@ int cli_main(int argc, char** argv) {
       require_same_start(cfg, argc, argv);
       require_fresh_dir(out_dir, resume);
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
+      // The saved config is the resolved one (overrides included), whatever the config's source.
+      resume_hint = "ml2o run " + (fs::path(out_dir) / "config.toml").string() + " --out " + out_dir + " --resume";
       run_protocol(cfg, opts);
       return 0;
     }

@@ -806,6 +806,47 @@ Config parse_config(const std::string& text, const std::string& source_name) {
   return parse_document(doc, source_name);
 }
 
+namespace {
+// A TOML value for the resolved config: like toml_literal, with floats always written as floats.
+std::string resolved_literal(const nlohmann::json& v) {
+  if (v.is_number_float()) {
+    std::string t = fmt_double(v.get<double>());
+    if (t.find_first_of(".eE") == std::string::npos) t += ".0";
+    return t;
+  }
+  if (v.is_array()) {
+    std::vector<std::string> parts;
+    for (const auto& e : v) parts.push_back(resolved_literal(e));
+    return "[" + join(parts) + "]";
+  }
+  return toml_literal(v);
+}
+
+void write_table(std::string& out, const std::string& header, const nlohmann::json& t) {
+  out += header + "\n";
+  for (const auto& [k, v] : t.items())
+    if (!v.is_object() && !(v.is_array() && !v.empty() && v.front().is_object()))
+      out += k + " = " + resolved_literal(v) + "\n";
+}
+}  // namespace
+
+std::string config_to_toml(const Config& cfg) {
+  std::string out = "# The resolved config of this run: every key, with defaults, derived seeds and\n"
+                    "# command-line overrides filled in. `ml2o run` reads it like any config.\n";
+  for (const auto& [section, title] : kSectionTitles) {
+    if (!cfg.json.contains(section)) continue;
+    const nlohmann::json& sec = cfg.json.at(section);
+    out += "\n";
+    write_table(out, "[" + section + "]", sec);
+    for (const auto& [k, v] : sec.items()) {
+      if (v.is_object()) write_table(out, "[" + section + "." + k + "]", v);
+      if (v.is_array() && !v.empty() && v.front().is_object())
+        for (const auto& e : v) write_table(out, "[[" + section + "." + k + "]]", e);
+    }
+  }
+  return out;
+}
+
 Config load_config(const std::string& path) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);

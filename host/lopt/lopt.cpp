@@ -1,5 +1,6 @@
 #include "ml2o/lopt.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -149,6 +150,22 @@ void save_params(const std::string& path, const LearnedOptimizer& opt) {
   write_file_atomic(path, params_to_bytes(opt));
 }
 
-LearnedOptimizer load_params(const std::string& path) { return params_from_bytes(read_file(path), path); }
+size_t max_params_bytes() {
+  static const size_t n = [] {
+    size_t m = 0;
+    for (Arch a : {Arch::rnnprop, Arch::dmlstm}) {
+      LearnedOptimizer opt;
+      opt.hyper.arch = a;
+      opt.weights.assign(param_count(a), 0.0f);
+      m = std::max(m, params_to_bytes(opt).size());
+    }
+    return m;
+  }();
+  return n;
+}
+
+LearnedOptimizer load_params(const std::string& path) {
+  return params_from_bytes(read_file(path, max_params_bytes(), std::string(kMagic, 8), "params file"), path);
+}
 
 }  // namespace ml2o

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -40,33 +41,50 @@ std::string part_name(const std::string& arm, int K, const std::string& source) 
   return arm + "__K" + std::to_string(K) + "__" + source + ".csv";
 }
 
+// 17 significant digits: every double reads back exactly, so a resumed run's outputs are
+// byte-identical to an uninterrupted run's.
 void write_part(const fs::path& path, const ArmResult& r) {
   std::ostringstream os;
-  os.precision(9);
   os << "# note=" << r.note << " skipped=" << r.skipped << "\n";
+  char buf[40];
   for (size_t s = 0; s < r.curves.size(); ++s)
-    for (size_t t = 0; t < r.curves[s].size(); ++t) os << s << ',' << t << ',' << r.curves[s][t] << '\n';
+    for (size_t t = 0; t < r.curves[s].size(); ++t) {
+      std::snprintf(buf, sizeof buf, "%.17g", r.curves[s][t]);
+      os << s << ',' << t << ',' << buf << '\n';
+    }
   write_file_atomic(path.string(), os.str());
 }
 
 bool read_part(const fs::path& path, ArmResult& r, int seeds, int steps) {
   if (!fs::exists(path)) return false;
-  std::istringstream in(read_file(path.string()));
+  // At most the size this part can have: the header (a note lists up to 1000 swept rates) and
+  // rows of two indices and 17 digits with sign and exponent.
+  const size_t max_bytes = (size_t(1) << 20) + size_t(seeds) * size_t(steps + 1) * 64;
+  const std::string bytes = read_file(path.string(), max_bytes);
+  const std::string where = path.string() + ": corrupt partial result (delete it to recompute): ";
+  if (bytes.empty() || bytes.back() != '\n') throw FormatError(where + "cut off (no final newline)");
+  std::istringstream in(bytes);
   std::string line;
   std::getline(in, line);
   const auto np = line.find("note="), sp = line.rfind(" skipped=");
-  if (np == std::string::npos || sp == std::string::npos)
-    throw FormatError(path.string() + ": corrupt partial result (header)");
+  char* end = nullptr;
+  if (line.rfind("# note=", 0) != 0 || sp == std::string::npos || sp < np)
+    throw FormatError(where + "header '" + line + "'");
   r.note = line.substr(np + 5, sp - np - 5);
-  r.skipped = std::stoll(line.substr(sp + 9));
+  const std::string skipped = line.substr(sp + 9);
+  r.skipped = std::strtoll(skipped.c_str(), &end, 10);
+  if (skipped.empty() || *end != '\0' || r.skipped < 0)
+    throw FormatError(where + "header '" + line + "'");
   r.curves.assign(seeds, std::vector<double>(steps + 1, NAN));
+  std::vector<std::vector<bool>> seen(seeds, std::vector<bool>(steps + 1, false));
   size_t rows = 0;
   while (std::getline(in, line)) {
-    int s, t;
+    int s, t, n = 0;
     double v;
-    if (std::sscanf(line.c_str(), "%d,%d,%lf", &s, &t, &v) != 3 || s < 0 || s >= seeds || t < 0 ||
-        t > steps)
-      throw FormatError(path.string() + ": corrupt partial result (row '" + line + "')");
+    if (std::sscanf(line.c_str(), "%d,%d,%lf%n", &s, &t, &v, &n) != 3 || size_t(n) != line.size() ||
+        s < 0 || s >= seeds || t < 0 || t > steps || seen[s][t])
+      throw FormatError(where + "row '" + line + "'");
+    seen[s][t] = true;
     r.curves[s][t] = v;
     ++rows;
   }

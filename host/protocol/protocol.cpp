@@ -118,9 +118,6 @@ void check_interrupt(const std::string& where) {
 void claim_run_dir(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   const fs::path saved_cfg = out / "config.toml";
-  std::string cfg_text = read_file(cfg.path);
-  if (!opts.overrides.describe().empty())
-    cfg_text = "# ml2o: this run overrides " + opts.overrides.describe() + " (command line)\n" + cfg_text;
   if (fs::exists(out) && !fs::is_directory(out))
     throw IoError(out.string() + " exists and is not a directory");
   if (fs::exists(saved_cfg)) {
@@ -131,12 +128,17 @@ void claim_run_dir(const Config& cfg, const RunOptions& opts) {
     opts.overrides.apply(prev);
     if (config_hash(prev) != config_hash(cfg))
       throw ConfigError(cfg.path + ": differs from the config this run was started with (" +
-                        saved_cfg.string() + "); --resume needs the same settings");
+                        saved_cfg.string() + "); --resume needs the same settings: resume with ml2o run " +
+                        saved_cfg.string() + " --out " + out.string() + " --resume");
   } else if (fs::exists(out) && !fs::is_empty(out) && !opts.resume) {
     throw ConfigError(out.string() + " is not empty and holds no ml2o run; choose another --out");
   }
+  // The resolved config, whatever it came from (a file, a pipe, command-line overrides), so that
+  // `ml2o run OUT/config.toml --out OUT --resume` always continues the run. Written first: a run
+  // killed before it left at most an empty directory.
+  fs::create_directories(out);
+  if (!fs::exists(saved_cfg)) write_file_atomic(saved_cfg.string(), config_to_toml(cfg));
   fs::create_directories(out / "parts");
-  if (!fs::exists(saved_cfg)) write_file_atomic(saved_cfg.string(), cfg_text);
 }
 
 nlohmann::json training_summary(const TrainerState& st, const std::string& params) {

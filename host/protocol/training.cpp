@@ -18,15 +18,16 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
   const fs::path out(opts.out_dir);
   const std::string ckpt = (out / "checkpoints" / (std::string(method_name(method)) + ".ckpt")).string();
   const uint64_t hash = config_hash(cfg) ^ uint64_t(method);
+  const CheckpointExpect expect{hash, method, cfg.optimizer, &cfg.train};
   std::string saved;  // "+" and the checkpoint's bytes when resuming one, else empty
   dist::on_root([&] {
     fs::create_directories(out / "checkpoints");
-    if (opts.resume && fs::exists(ckpt)) saved = "+" + read_file(ckpt);
+    if (opts.resume && fs::exists(ckpt)) saved = "+" + read_checkpoint_bytes(ckpt, expect);
   });
   saved = dist::broadcast(saved);
   TrainerState st;
   if (!saved.empty()) {
-    st = trainer_from_bytes(saved.substr(1), ckpt, hash);
+    st = trainer_from_bytes(saved.substr(1), ckpt, expect);
     progress.line(std::string("resuming ") + method_name(method) + " training at epoch " +
                   std::to_string(st.epoch) + " from " + ckpt);
   } else {

@@ -41,6 +41,10 @@ std::vector<int> mlp_report_steps(const EvalConfig& eval);
 Config load_config(const std::string& path);
 Config parse_config(const std::string& text, const std::string& source_name);
 
+// The resolved config (every key, defaults and derived seeds filled in) as TOML text:
+// parse_config of it gives the same settings (json). A run saves it as OUT/config.toml.
+std::string config_to_toml(const Config& cfg);
+
 // The key reference (markdown: one table per section, then the task tables' keys), generated from
 // the schema; configs/README.md holds it between <!-- keys:begin --> and <!-- keys:end -->.
 std::string config_reference_markdown();

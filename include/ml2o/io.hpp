@@ -17,7 +17,16 @@ struct IoError : std::runtime_error {
 };
 
 void write_file_atomic(const std::string& path, const std::string& bytes);
-std::string read_file(const std::string& path);  // throws FormatError when unreadable
+
+// Reads a whole file, refusing one larger than max_bytes (FormatError naming the file and both
+// sizes): a regular file is refused from its size before any byte is read, anything else (a pipe,
+// a device) after max_bytes + 1 bytes. With a `magic`, the first magic.size() bytes are compared
+// before the rest is read, so a file of another kind fails after a few bytes, even an endless one
+// such as /dev/zero: "PATH: not an ml2o KIND (wrong magic; expected \"MAGIC\")". Throws
+// FormatError when the file cannot be opened or read.
+constexpr size_t kNoSizeLimit = ~size_t(0);
+std::string read_file(const std::string& path, size_t max_bytes = kNoSizeLimit,
+                      const std::string& magic = "", const std::string& kind = "");
 
 // Little-endian appends and bounds-checked reads.
 class ByteWriter {
@@ -42,6 +51,17 @@ class ByteReader {
     T v;
     get_bytes(&v, sizeof(T), what);
     return v;
+  }
+  // Reads a count and checks, before anything is allocated, that `elem_size`-byte elements of that
+  // count fit in what is left of the input and in `max_count`.
+  uint64_t get_count(const char* what, size_t elem_size, uint64_t max_count) {
+    const auto n = get<uint64_t>(what);
+    if (n > max_count || (elem_size && n > remaining() / elem_size))
+      throw FormatError(src_ + ": " + what + " is " + std::to_string(n) + ", more than " +
+                        (n > max_count ? "allowed here (at most " + std::to_string(max_count) + ")"
+                                       : "the " + std::to_string(remaining()) +
+                                             " bytes left in the file hold"));
+    return n;
   }
   void get_bytes(void* out, size_t n, const char* what) {
     if (n > b_.size() - pos_)

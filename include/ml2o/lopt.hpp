@@ -48,6 +48,8 @@ std::string params_to_bytes(const LearnedOptimizer& opt);
 LearnedOptimizer params_from_bytes(const std::string& bytes, const std::string& source);
 
 void save_params(const std::string& path, const LearnedOptimizer& opt);  // atomic
+// Reads at most max_params_bytes() (the size of the largest valid file), checking the magic first.
 LearnedOptimizer load_params(const std::string& path);
+size_t max_params_bytes();
 
 }  // namespace ml2o

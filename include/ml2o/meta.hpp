@@ -113,9 +113,29 @@ struct DivergenceError : std::runtime_error {
 bool train(const TrainConfig& tc, const Ml2oConfig& ml2o, Backend& backend, TrainerState& st,
            const TrainHooks& hooks);
 
+// Checkpoint files (ML2OCKP1, little-endian; host/meta/checkpoint.cpp, docs/reliability.md): the
+// whole TrainerState and the hash of the config that wrote it, sealed with an FNV-1a checksum.
 std::string trainer_to_bytes(const TrainerState& st, uint64_t config_hash);
+
+// What a checkpoint must agree with: the run's config hash, method, optimizer and training
+// settings (task sizes, curriculum, epochs, patience, ...).
+struct CheckpointExpect {
+  uint64_t config_hash = 0;
+  Method method = Method::l2o;
+  OptimizerHyper hyper;
+  const TrainConfig* train = nullptr;
+};
+// Parses a checkpoint; every count and length is checked against the bytes left and against
+// `expect` before it is used, and the state against the trainer's invariants. Throws FormatError
+// "SOURCE: ..." naming the field.
 TrainerState trainer_from_bytes(const std::string& bytes, const std::string& source,
-                                uint64_t config_hash);
+                                const CheckpointExpect& expect);
+// The largest checkpoint a run with these settings writes; load_checkpoint reads no more.
+size_t checkpoint_max_bytes(const TrainConfig& tc, const OptimizerHyper& hyper);
+// A checkpoint file's bytes, bounded by checkpoint_max_bytes and starting with the magic (checked
+// before the rest is read); parse them with trainer_from_bytes.
+std::string read_checkpoint_bytes(const std::string& path, const CheckpointExpect& expect);
+TrainerState load_checkpoint(const std::string& path, const CheckpointExpect& expect);
 
 // ---- Adaptation and evaluation --------------------------------------------------------------------
 // How test-time adaptation runs: Adam on the weights, unrolls of `unroll` steps over trajectories
