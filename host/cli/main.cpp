@@ -1,5 +1,6 @@
-// ml2o command line. Exit codes: 0 success, 2 bad input (config, flags, files), 3 I/O failure,
-// 4 divergence, 130 interrupted (a checkpoint was written; rerun with --resume), 1 anything else.
+// ml2o command line. Exit codes: 0 success, 2 bad input (config, flags, files, an --out that is
+// refused or in use), 3 I/O failure, 4 divergence, 130 / 143 interrupted by SIGINT / SIGTERM (run
+// and train wrote a checkpoint: rerun with --resume), 1 anything else. See docs/reliability.md.
 #include <omp.h>
 
 #include <cmath>
@@ -14,14 +15,16 @@
 #include "ml2o/backend.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/meta.hpp"
+#include "ml2o/output_claim.hpp"
 #include "ml2o/protocol.hpp"
+#include "ml2o/signals.hpp"
 
 namespace fs = std::filesystem;
 using namespace ml2o;
 
 namespace {
 
-constexpr int kExitBadInput = 2, kExitIo = 3, kExitDiverged = 4, kExitInterrupted = 130;
+constexpr int kExitBadInput = 2, kExitIo = 3, kExitDiverged = 4;
 
 // A positive finite number, with a short message (CLI::PositiveNumber prints DBL_MAX).
 const CLI::Validator kPositive(
@@ -34,16 +37,63 @@ const CLI::Validator kPositive(
     },
     "POSITIVE");
 
-void on_sigint(int) {
-  g_interrupt_requested.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+// A finite number >= 0 (CLI::Range lets NaN through).
+const CLI::Validator kNonNegative(
+    [](std::string& in) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(in.c_str(), &end);
+      if (end == in.c_str() || *end != '\0' || !(v >= 0) || !std::isfinite(v))
+        return "must be a number >= 0 (seconds), got '" + in + "'";
+      return "";
+    },
+    "SECONDS");
+
+const char* const kSubcommands[] = {"run", "train", "adapt", "eval", "baseline", "info"};
+
+// The first word that is not an option must name a subcommand; CLI11 alone only says that one is
+// required. Returns the message, or "" when the command line is fine so far.
+std::string unknown_subcommand(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    for (const char* s : kSubcommands)
+      if (a == s) return "";
+    return "unknown subcommand '" + a + "'; the subcommands are: run, train, adapt, eval, baseline, info";
+  }
+  return "";
 }
 
-// --out for a single-file or directory output: refuse to overwrite an earlier run's results.
-void require_fresh_dir(const std::string& dir, bool resume) {
-  if (fs::exists(dir) && !fs::is_directory(dir))
-    throw ConfigError("--out " + dir + ": exists and is not a directory");
-  (void)resume;
+// Params must be of the config's learned optimizer.
+void require_arch(const LearnedOptimizer& opt, const std::string& params_path, const Config& cfg) {
+  if (opt.hyper.arch != cfg.optimizer.arch)
+    throw ConfigError(params_path + ": params are " + arch_name(opt.hyper.arch) + " but " + cfg.path +
+                      " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+}
+
+// A command's every result is non-finite: a divergence (exit 4), not a success.
+void require_some_finite(const std::vector<std::vector<double>>& curves, const std::string& what) {
+  for (const auto& c : curves)
+    if (!c.empty() && std::isfinite(c.back())) return;
+  throw DivergenceError(what + " diverged: every final objective is non-finite (NaN or inf)");
+}
+
+// The command line as a user can paste it back into a shell (for messages only; ml2o itself
+// never hands a string to a shell).
+std::string join_args(int argc, char** argv) {
+  std::string s = "ml2o";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                         "0123456789-_./=:,+@%") == std::string::npos;
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    s += " " + (plain ? a : q + "'");
+  }
+  return s;
 }
 
 Config load_with_overrides(const std::string& path, const std::string& backend) {
@@ -88,6 +138,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ml2o: meta-train learned optimizers (L2O, M-L2O) and evaluate them against classic "
                "ones.\nSee README.md and configs/README.md."};
   app.require_subcommand(1);
+  app.fallthrough();  // --threads may follow the subcommand
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads (default: all cores); results do not depend on it")
       ->check(CLI::Range(1, 4096));
@@ -106,7 +157,7 @@ int main(int argc, char** argv) {
   const auto backend_check = CLI::IsMember({"cpu", "cuda", "auto"});
   run->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   run->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints during training (0: every meta-step)")
-      ->check(CLI::Range(0.0, 1e9));
+      ->check(kNonNegative);
 
   // train
   std::string config_path, method_s = "ml2o", init_path;
@@ -120,7 +171,7 @@ int main(int argc, char** argv) {
   train_cmd->add_flag("--resume", resume, "Continue from OUT/checkpoints/<method>.ckpt");
   train_cmd->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   train_cmd->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints (0: every meta-step)")
-      ->check(CLI::Range(0.0, 1e9));
+      ->check(kNonNegative);
 
   // adapt
   std::string params_path, source_s = "test", out_file;
@@ -160,6 +211,10 @@ int main(int argc, char** argv) {
   base_cmd->add_option("--out", out_dir, "Output directory")->required();
   base_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
+  if (const std::string bad = unknown_subcommand(argc, argv); !bad.empty()) {
+    std::cerr << "ml2o: " << bad << "\nRun with --help for usage.\n";
+    return kExitBadInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -172,15 +227,20 @@ int main(int argc, char** argv) {
   }
   if (threads > 0) omp_set_num_threads(threads);
 
-  std::signal(SIGINT, on_sigint);
-  std::string resume_hint;
+  // Commands with a checkpoint finish their step and save it; the others stop at once, having
+  // published nothing yet (their output appears only when complete).
+  const bool checkpoints = *run || *train_cmd;
+  std::string resume_hint = join_args(argc, argv);
+  if (checkpoints && !resume) resume_hint += " --resume";
+  install_interrupt_handlers(checkpoints ? OnInterrupt::finish_step_and_save : OnInterrupt::stop_now,
+                             "\nml2o: interrupted; nothing was written. Rerun with: " + resume_hint + "\n");
   try {
     if (*info) return cmd_info();
     if (*run) {
       const Config cfg = load_with_overrides(run_config, backend);
-      require_fresh_dir(out_dir, resume);
+      check_fits_in_memory(cfg);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "run", true, resume);
       RunOptions opts{out_dir, resume, ckpt_every, ""};
-      resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
       run_protocol(cfg, opts);
       return 0;
     }
@@ -188,43 +248,46 @@ int main(int argc, char** argv) {
       const Config cfg = load_with_overrides(config_path, backend);
       if (cfg.train.tasks.empty())
         throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
-      check_fits_in_memory(cfg);
+      check_train_fits(cfg);
       LearnedOptimizer init;
-      if (!init_path.empty()) init = load_params(init_path);
-      require_fresh_dir(out_dir, resume);
-      const fs::path params = fs::path(out_dir) / (method_s + ".params");
-      if (fs::exists(params) && !resume)
-        throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
+      if (!init_path.empty()) {
+        init = load_params(init_path);
+        require_arch(init, "--init " + init_path, cfg);
+      }
+      const OutputClaim claim = OutputClaim::directory(out_dir, "train " + method_s, true, resume);
       auto be = make_backend(cfg.run.backend);
       Progress progress;
       RunOptions opts{out_dir, resume, ckpt_every, ""};
-      resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
       run_training(cfg, *be, method_s == "l2o" ? Method::l2o : Method::ml2o, opts, progress,
                    init_path.empty() ? nullptr : &init);
       return 0;
     }
     if (*adapt_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      check_fits_in_memory(cfg);
+      check_adapt_fits(cfg);
       const LearnedOptimizer start = load_params(params_path);
-      if (start.hyper.arch != cfg.optimizer.arch)
-        throw ConfigError(params_path + ": params are " + arch_name(start.hyper.arch) + " but " + cfg.path +
-                          " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+      require_arch(start, params_path, cfg);
+      const OutputClaim claim = OutputClaim::file(out_file);
       auto be = make_backend(cfg.run.backend);
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
       const auto task = be->upload(adapt_task(cfg, src, seed_index));
       const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
-      save_params(out_file, r.opt);
+      if (K > 0 && r.skipped == K)
+        throw DivergenceError("adaptation diverged: all " + std::to_string(K) +
+                              " updates were non-finite and skipped; lower adapt.lr (nothing was written)");
+      claim.publish(params_to_bytes(r.opt));
       std::cerr << "[ml2o] adapted with K = " << K << " on " << source_s << " instances (seed index "
                 << seed_index << "), " << r.skipped << " skipped updates; wrote " << out_file << "\n";
       return 0;
     }
     if (*eval_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      check_fits_in_memory(cfg);
-      const LearnedOptimizer opt = load_params(params_path);
-      auto be = make_backend(cfg.run.backend);
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
+      check_eval_fits(cfg, n, eval_steps > 0 ? "--steps" : "eval.steps");
+      const LearnedOptimizer opt = load_params(params_path);
+      require_arch(opt, params_path, cfg);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "eval", false, false);
+      auto be = make_backend(cfg.run.backend);
       std::vector<std::unique_ptr<BackendTask>> tasks;
       std::vector<const BackendTask*> task_ptrs;
       for (int s = 0; s < cfg.eval.seeds; ++s) {
@@ -232,11 +295,11 @@ int main(int argc, char** argv) {
         task_ptrs.push_back(tasks.back().get());
       }
       const auto curves = evaluate(*be, {opt}, task_ptrs, n);
-      fs::create_directories(out_dir);
       write_file_atomic((fs::path(out_dir) / "curves.csv").string(), csv_curve(curves));
       const CurveStats cs = summarise_curves(curves);
       std::cerr << "[ml2o] eval over " << cfg.eval.seeds << " seeds: start " << cs.start_mean << ", final "
                 << cs.final_mean << " +- " << cs.final_std << "; wrote " << out_dir << "/curves.csv\n";
+      require_some_finite(curves, "evaluation");
       return 0;
     }
     if (*base_cmd) {
@@ -245,22 +308,23 @@ int main(int argc, char** argv) {
       parse_baseline(opt_s, &spec.kind);
       spec.lr = lr;
       spec.momentum = cfg.baselines.momentum;
-      Task<float> task;
-      if (task_role == "eval") task = test_task(cfg, seed_index);
-      else if (task_role == "adapt") task = adapt_task(cfg, AdaptSource::adapt, seed_index);
+      TaskSpec task_spec;
+      if (task_role == "eval") task_spec = seed_offset_spec(cfg.eval.task, seed_index);
+      else if (task_role == "adapt") task_spec = seed_offset_spec(cfg.adapt.task, seed_index);
       else {
         if (cfg.train.tasks.empty())
           throw ConfigError(cfg.path + ": --task train needs a [[train.task]] in the config");
-        TaskSpec s = cfg.train.tasks[0];
-        s.seed += uint64_t(seed_index);
-        task = sample_task<float>(s);
+        task_spec = cfg.train.tasks[0];
+        task_spec.seed += uint64_t(seed_index);
       }
-      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task.spec.family != Family::lasso)
+      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task_spec.family != Family::lasso)
         throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
-                          " task of " + cfg.path + " is " + family_name(task.spec.family));
+                          " task of " + cfg.path + " is " + family_name(task_spec.family));
+      check_baseline_fits(cfg, task_spec, steps);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "baseline", false, false);
+      const Task<float> task = sample_task<float>(task_spec);
       auto be = make_backend(cfg.run.backend);
       const auto curve = be->run_baseline(spec, task, steps);
-      fs::create_directories(out_dir);
       std::ostringstream os;
       os.precision(9);
       os << "step,objective\n";
@@ -268,6 +332,7 @@ int main(int argc, char** argv) {
       write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), os.str());
       std::cerr << "[ml2o] " << opt_s << " for " << steps << " steps: " << curve.front() << " -> "
                 << curve.back() << "; wrote " << out_dir << "/baseline.csv\n";
+      require_some_finite({curve}, "the baseline " + opt_s);
       return 0;
     }
   } catch (const FormatError& e) {  // ConfigError too
@@ -287,7 +352,7 @@ int main(int argc, char** argv) {
     return kExitDiverged;
   } catch (const Interrupted& e) {
     std::cerr << "\nml2o: " << e.what() << "\nresume with: " << resume_hint << "\n";
-    return kExitInterrupted;
+    return interrupt_exit_code();
   } catch (const std::exception& e) {
     std::cerr << "ml2o: error: " << e.what() << "\n";
     return 1;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -52,21 +53,33 @@ void write_part(const fs::path& path, const ArmResult& r) {
 bool read_part(const fs::path& path, ArmResult& r, int seeds, int steps) {
   if (!fs::exists(path)) return false;
   std::istringstream in(read_file(path.string()));
+  auto corrupt = [&](size_t line_no, const std::string& why) {
+    return FormatError(path.string() + ":" + std::to_string(line_no) + ": corrupt partial result (" +
+                       why + "); delete the file to recompute this arm");
+  };
   std::string line;
   std::getline(in, line);
   const auto np = line.find("note="), sp = line.rfind(" skipped=");
-  if (np == std::string::npos || sp == std::string::npos)
-    throw FormatError(path.string() + ": corrupt partial result (header)");
+  if (np == std::string::npos || sp == std::string::npos) throw corrupt(1, "header");
   r.note = line.substr(np + 5, sp - np - 5);
-  r.skipped = std::stoll(line.substr(sp + 9));
+  char* end = nullptr;
+  const char* skipped = line.c_str() + sp + 9;
+  r.skipped = std::strtoll(skipped, &end, 10);
+  if (end == skipped || *end != '\0' || r.skipped < 0) throw corrupt(1, "header: skipped count");
   r.curves.assign(seeds, std::vector<double>(steps + 1, NAN));
-  size_t rows = 0;
+  std::vector<char> seen(size_t(seeds) * (steps + 1), 0);
+  size_t rows = 0, line_no = 1;
   while (std::getline(in, line)) {
-    int s, t;
+    ++line_no;
+    int s, t, used = 0;
     double v;
-    if (std::sscanf(line.c_str(), "%d,%d,%lf", &s, &t, &v) != 3 || s < 0 || s >= seeds || t < 0 ||
-        t > steps)
-      throw FormatError(path.string() + ": corrupt partial result (row '" + line + "')");
+    if (std::sscanf(line.c_str(), "%d,%d,%lf%n", &s, &t, &v, &used) != 3 || size_t(used) != line.size())
+      throw corrupt(line_no, "row '" + line + "'");
+    if (s < 0 || s >= seeds || t < 0 || t > steps)
+      throw corrupt(line_no, "seed or step out of range in '" + line + "'");
+    char& was = seen[size_t(s) * (steps + 1) + t];
+    if (was) throw corrupt(line_no, "duplicated row for seed " + std::to_string(s) + ", step " + std::to_string(t));
+    was = 1;
     r.curves[s][t] = v;
     ++rows;
   }

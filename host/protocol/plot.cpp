@@ -2,18 +2,79 @@
 // K, drawn by gnuplot from plot.gp and plot_data_K<k>.tsv (which stay for re-plotting).
 #include "plot.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 
 #include "ml2o/io.hpp"
 #include "ml2o/progress.hpp"
 #include "ml2o/protocol.hpp"
+#include "ml2o/spawn.hpp"
 
 namespace fs = std::filesystem;
 
 namespace ml2o {
+
+namespace {
+
+// A gnuplot single-quoted string: a quote inside is doubled.
+std::string gnuplot_quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs gnuplot on `script` in `out` without a shell. The pictures are drawn under temporary names
+// and renamed only when gnuplot succeeded, so a failure (missing gnuplot, full disk) leaves no
+// cut-off plot.png; gnuplot's messages go to gnuplot.err, written whole or not at all.
+void draw_with_gnuplot(const fs::path& out, const std::string& script, const std::vector<std::string>& pngs,
+                       Progress& progress, nlohmann::json& summary) {
+  const std::string tmp_suffix = ".tmp." + std::to_string(::getpid());
+  std::string run_script = script;
+  for (const std::string& png : pngs)
+    for (size_t p = 0; (p = run_script.find("set output '" + png + "'", p)) != std::string::npos; ++p)
+      run_script.insert(p + 12 + png.size(), tmp_suffix);
+  const std::string run_gp = "plot.gp" + tmp_suffix;
+  write_file_atomic((out / run_gp).string(), run_script);
+  const ProgramResult r = run_program({"gnuplot", run_gp}, out.string());
+  fs::remove(out / run_gp);
+  bool drawn = r.ok();
+  for (const std::string& png : pngs) {
+    std::error_code ec;
+    drawn = drawn && fs::file_size(out / (png + tmp_suffix), ec) > 0 && !ec;
+  }
+  try {
+    if (drawn) {
+      for (const std::string& png : pngs) fs::rename(out / (png + tmp_suffix), out / png);
+      write_file_atomic((out / "plot.png").string(), read_file((out / pngs[0]).string()));
+      fs::remove(out / "gnuplot.err");
+      summary["plot"] = "plot.png";
+      return;
+    }
+  } catch (const IoError&) {
+    drawn = false;
+  } catch (const fs::filesystem_error&) {
+    drawn = false;
+  }
+  for (const std::string& png : pngs) fs::remove(out / (png + tmp_suffix));
+  std::string why;
+  if (!r.started) why = r.start_error;
+  else if (!r.exited) why = "gnuplot was killed by signal " + std::to_string(r.signal);
+  else if (r.exit_code != 0) why = "gnuplot failed (exit " + std::to_string(r.exit_code) + ")";
+  else why = "gnuplot wrote no picture (disk full?)";
+  try {
+    write_file_atomic((out / "gnuplot.err").string(), why + "\n" + r.stderr_text);
+    why += "; see gnuplot.err";
+  } catch (const IoError&) {
+  }
+  progress.line("warning: no plot: " + why + ". The plot data and plot.gp are written; run 'gnuplot "
+                "plot.gp' in " + out.string() + " to draw it");
+  summary["plot"] = nullptr;
+}
+
+}  // namespace
 
 void write_plot(const fs::path& out, const std::vector<ArmResult>& results, const Config& cfg,
                 Progress& progress, nlohmann::json& summary) {
@@ -68,8 +129,10 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     write_file_atomic((out / data).string(), ds.str());
     const std::string png = "plot_K" + std::to_string(K) + ".png";
     pngs.push_back(png);
-    gp << "set output '" << png << "'\nset title '" << cfg.run.name << ": " << family_name(cfg.eval.task.family)
-       << " test, K = " << K << " adaptation steps (diverged arms omitted)'\n";
+    gp << "set output '" << png << "'\nset title "
+       << gnuplot_quoted(cfg.run.name + ": " + family_name(cfg.eval.task.family) + " test, K = " +
+                         std::to_string(K) + " adaptation steps (diverged arms omitted)")
+       << "\n";
     if (std::isfinite(lo) && start_hi > 0)  // keep an arm that blows up from flattening the rest
       gp << "set yrange [" << format_double_csv(lo / 2) << ":" << format_double_csv(start_hi * 100) << "]\n";
     gp << "plot ";
@@ -86,17 +149,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     gp << "\n";
   }
   write_file_atomic((out / "plot.gp").string(), gp.str());
-  const std::string cmd = "cd '" + out.string() + "' && gnuplot plot.gp 2>gnuplot.err";
-  const int rc = std::system(cmd.c_str());
-  if (rc == 0 && fs::exists(out / pngs[0])) {
-    fs::copy_file(out / pngs[0], out / "plot.png", fs::copy_options::overwrite_existing);
-    fs::remove(out / "gnuplot.err");
-    summary["plot"] = "plot.png";
-  } else {
-    progress.line("warning: gnuplot failed or is missing (see gnuplot.err); plot data and plot.gp "
-                  "are written, run 'gnuplot plot.gp' in the output directory after installing it");
-    summary["plot"] = nullptr;
-  }
+  draw_with_gnuplot(out, gp.str(), pngs, progress, summary);
 }
 
 }  // namespace ml2o

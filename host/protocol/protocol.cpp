@@ -29,38 +29,6 @@ uint64_t config_hash(const Config& cfg) {
   return fnv1a64(s.data(), s.size());
 }
 
-// ---- memory --------------------------------------------------------------------------------------
-size_t estimate_host_bytes(const Config& cfg) {
-  auto task_bytes = [](const TaskSpec& t) {
-    const double nd = double(t.instances) * t.dim;
-    const bool matrix = t.family == Family::lasso || t.family == Family::quadratic;
-    return (matrix ? nd * t.dim + nd : 0.0) * sizeof(float) + nd * sizeof(float);
-  };
-  auto traj_bytes = [](const TaskSpec& t) {
-    return double(t.instances) * t.dim * (sizeof(float) + sizeof(CoordState<float>));
-  };
-  // Training holds every task, its trajectory, and a working copy of the trajectory.
-  double train = 0;
-  for (const TaskSpec& t : cfg.train.tasks) train += task_bytes(t) + 2 * traj_bytes(t);
-  // The arms hold every seed's test and adaptation tasks, each with two trajectories.
-  const double arms = cfg.eval.seeds * (task_bytes(cfg.eval.task) + task_bytes(cfg.adapt.task) +
-                                        2 * traj_bytes(cfg.eval.task) + 2 * traj_bytes(cfg.adapt.task));
-  return size_t(std::max(train, arms));
-}
-
-void check_fits_in_memory(const Config& cfg) {
-  const double need = double(estimate_host_bytes(cfg));
-  const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
-  if (have > 0 && need > 0.9 * have) {
-    char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "the tasks and trajectories need about %.2f GiB of host memory at once, but this "
-                  "machine has %.2f GiB; lower the instances or dim of the tasks",
-                  need / 1073741824.0, have / 1073741824.0);
-    throw ConfigError(cfg.path + ": " + buf);
-  }
-}
-
 // ---- tasks of the protocol -------------------------------------------------------------------------
 Task<float> test_task(const Config& cfg, int seed_index) {
   return sample_task<float>(seed_offset_spec(cfg.eval.task, seed_index));
@@ -98,9 +66,7 @@ void claim_run_dir(const Config& cfg, const RunOptions& opts) {
     if (config_hash(prev) != config_hash(cfg))
       throw ConfigError(cfg.path + ": differs from the config this run was started with (" +
                         saved_cfg.string() + "); --resume needs the same settings");
-  } else if (fs::exists(out) && !fs::is_empty(out) && !opts.resume) {
-    throw ConfigError(out.string() + " is not empty and holds no ml2o run; choose another --out");
-  }
+  }  // which directories may hold a run at all is the CLI's output claim (output_claim.hpp)
   fs::create_directories(out / "parts");
   if (!fs::exists(saved_cfg)) write_file_atomic(saved_cfg.string(), cfg_text);
 }
@@ -229,6 +195,16 @@ std::string results_table(const nlohmann::json& arms) {
   return table.str();
 }
 
+// Every arm's every seed ended non-finite: the whole evaluation diverged (the outputs are kept as
+// evidence, but this is no success).
+void require_some_arm_finite(const std::vector<ArmResult>& results) {
+  for (const auto& r : results)
+    for (const auto& c : r.curves)
+      if (!c.empty() && std::isfinite(c.back())) return;
+  throw DivergenceError("evaluation diverged: every arm's final objective is non-finite (NaN or inf) "
+                        "on every seed; check eval.task (e.g. x0_scale) and the learning rates");
+}
+
 void require_capabilities(const Config& cfg, const Backend& be, Progress& progress) {
   const BackendCaps caps = be.caps();
   if (cfg.arms.ml2o && cfg.ml2o.meta_gradient == MetaGradient::second_order &&
@@ -319,6 +295,7 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
   summary["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
   progress.line("results in " + out.string() + " (curves.csv, summary.json, plot.png)\n" + results_table(arms));
+  require_some_arm_finite(results);
 }
 
 }  // namespace ml2o
