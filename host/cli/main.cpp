@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Run a whole experiment: pretraining (L2O, M-L2O), adaptation "
                                         "arms, evaluation, baselines; writes curves.csv, summary.json, plot.png");
   run->add_option("config", run_config, "Experiment config (TOML)")->required()->check(CLI::ExistingFile);
-  run->add_option("--out", out_dir, "Output directory (new, or an interrupted run's with --resume)")->required();
+  run->add_option("--out", out_dir, "Output directory: new or empty, or this run's own with --resume (docs/reliability.md)")->required();
   run->add_flag("--resume", resume, "Continue an interrupted run in --out from its checkpoints");
   const auto backend_check = CLI::IsMember({"cpu", "cuda", "auto"});
   run->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"l2o", "ml2o"}));
   train_cmd->add_option("--init", init_path, "Start from these params instead of the random initialisation")
       ->check(CLI::ExistingFile);
-  train_cmd->add_option("--out", out_dir, "Output directory")->required();
+  train_cmd->add_option("--out", out_dir, "Output directory: new or empty, or this training's own with --resume")->required();
   train_cmd->add_flag("--resume", resume, "Continue from OUT/checkpoints/<method>.ckpt");
   train_cmd->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   train_cmd->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints (0: every meta-step)")
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
   adapt_cmd->add_option("--source", source_s, "test: the eval.task instances; adapt: the adapt.task instances")
       ->check(CLI::IsMember({"test", "adapt"}));
   adapt_cmd->add_option("--seed-index", seed_index, "Which instance set (seed offset) to adapt on")->check(CLI::Range(0, 1000000));
-  adapt_cmd->add_option("--out", out_file, "Adapted params file to write")->required();
+  adapt_cmd->add_option("--out", out_file, "Adapted params file to write (must not exist)")->required();
   adapt_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
   // eval
@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--config", config_path, "Experiment config: eval.* settings and the task")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--params", params_path, "Params file")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--steps", eval_steps, "Override eval.steps")->check(CLI::Range(1, 100000000));
-  eval_cmd->add_option("--out", out_dir, "Output directory")->required();
+  eval_cmd->add_option("--out", out_dir, "Output directory (new or empty)")->required();
   eval_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
   // baseline
@@ -208,7 +208,7 @@ int main(int argc, char** argv) {
   base_cmd->add_option("--task", task_role, "Which config task to sample: eval (default), adapt, or train (the first)")
       ->check(CLI::IsMember({"eval", "adapt", "train"}));
   base_cmd->add_option("--seed-index", seed_index, "Seed offset of the sampled task")->check(CLI::Range(0, 1000000));
-  base_cmd->add_option("--out", out_dir, "Output directory")->required();
+  base_cmd->add_option("--out", out_dir, "Output directory (new or empty)")->required();
   base_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
   if (const std::string bad = unknown_subcommand(argc, argv); !bad.empty()) {

@@ -195,14 +195,18 @@ std::string results_table(const nlohmann::json& arms) {
   return table.str();
 }
 
-// Every arm's every seed ended non-finite: the whole evaluation diverged (the outputs are kept as
-// evidence, but this is no success).
+// Every learned arm (or, without learned arms, every arm) ended non-finite on every seed: the
+// run diverged. The outputs are kept as evidence, but this is no success.
 void require_some_arm_finite(const std::vector<ArmResult>& results) {
+  auto learned = [](const ArmResult& r) { return r.source != "-" || r.arm == "direct_transfer"; };
+  const bool any_learned = std::any_of(results.begin(), results.end(), learned);
   for (const auto& r : results)
-    for (const auto& c : r.curves)
-      if (!c.empty() && std::isfinite(c.back())) return;
-  throw DivergenceError("evaluation diverged: every arm's final objective is non-finite (NaN or inf) "
-                        "on every seed; check eval.task (e.g. x0_scale) and the learning rates");
+    if (learned(r) || !any_learned)
+      for (const auto& c : r.curves)
+        if (!c.empty() && std::isfinite(c.back())) return;
+  throw DivergenceError(std::string("evaluation diverged: every ") + (any_learned ? "learned optimizer's" : "arm's") +
+                        " final objective is non-finite (NaN or inf) on every seed; check eval.task "
+                        "(e.g. x0_scale), adapt.lr and the training");
 }
 
 void require_capabilities(const Config& cfg, const Backend& be, Progress& progress) {
