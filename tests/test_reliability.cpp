@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "child.hpp"
+#include "ml2o/backend.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/lopt.hpp"
 #include "ml2o/output_claim.hpp"
@@ -188,6 +189,12 @@ TEST(Reliability, DirectoryOutputsRefuseWhatIsNotTheirs) {
   ASSERT_EQ(run_ml2o({"eval", "--config", f.cfg, "--params", f.params, "--out", ev, "--steps", "5"}, &err), 0) << err;
   EXPECT_EQ(run_ml2o({"eval", "--config", f.cfg, "--params", f.params, "--out", ev, "--steps", "7"}, &err), 2);
   EXPECT_TRUE(has(err, "already holds the results of an earlier 'ml2o eval'")) << err;
+  // A command that fails after claiming a new directory (here: no CUDA device) leaves no trace.
+  if (!cuda_available()) {
+    const std::string gone = f.tmp / "no-cuda";
+    EXPECT_NE(run_ml2o({"eval", "--config", f.cfg, "--params", f.params, "--backend", "cuda", "--out", gone}, &err), 0);
+    EXPECT_FALSE(fs::exists(gone)) << err;
+  }
   // Files and devices are not directories.
   const std::string file = write(f.tmp / "file.txt", "user data");
   for (const std::string& out : {file, std::string("/dev/null")}) {
@@ -244,8 +251,8 @@ TEST(Reliability, TwoConcurrentRunsIntoOneDirectory) {
     ChildOptions oa, ob;
     oa.output_file = f.tmp / "a.txt";
     ob.output_file = f.tmp / "b.txt";
-    const pid_t a = start_ml2o({"run", f.cfg, "--out", out, "--resume"}, oa);
-    const pid_t b = start_ml2o({"run", f.cfg, "--out", out, "--resume"}, ob);
+    const pid_t a = start_ml2o({"--threads", "1", "run", f.cfg, "--out", out, "--resume"}, oa);
+    const pid_t b = start_ml2o({"--threads", "1", "run", f.cfg, "--out", out, "--resume"}, ob);
     const int ra = wait_ml2o(a), rb = wait_ml2o(b);
     const std::string ea = slurp(oa.output_file), eb = slurp(ob.output_file);
     EXPECT_EQ(std::min(ra, rb), 0) << ea << eb;

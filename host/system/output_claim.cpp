@@ -84,8 +84,9 @@ OutputClaim OutputClaim::directory(const std::string& path_s, const std::string&
   if (fs::exists(st) && !fs::is_directory(st))
     throw ConfigError("--out " + quoted(dir) + " exists and is not a directory (a file or device); "
                       "ml2o writes only into a new directory, an empty one, or its own earlier output");
+  bool created_dir = false;
   if (!fs::exists(st)) {
-    fs::create_directories(dir);
+    created_dir = fs::create_directories(dir);
   } else if (!fs::exists(lock) && holds_other_entries(dir)) {
     throw ConfigError("--out " + quoted(dir) + " is not empty and holds no ml2o output; choose a "
                       "new or empty directory (nothing was changed)");
@@ -93,7 +94,7 @@ OutputClaim OutputClaim::directory(const std::string& path_s, const std::string&
   const bool lock_was_there = fs::exists(lock);
   const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw IoError("cannot create " + lock.string() + ": " + std::strerror(errno));
-  OutputClaim claim(dir, true, fd, false);  // closes the lock on every error below
+  OutputClaim claim(dir, true, fd);  // closes the lock on every error below
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
     if (e == EWOULDBLOCK)
@@ -101,14 +102,15 @@ OutputClaim OutputClaim::directory(const std::string& path_s, const std::string&
                         "finish or choose another directory (nothing was changed)");
     throw IoError("cannot lock " + lock.string() + ": " + std::strerror(e));
   }
+  claim.locked_ = true;
+  claim.created_dir_ = created_dir;
+  claim.created_lock_ = !lock_was_there;
   const std::string owner = read_lock_owner(fd);
   if (holds_other_entries(dir)) {
     // An earlier output: only this command's own, with --resume, continues it.
-    if (owner.empty()) {
-      if (!lock_was_there) ::unlink(lock.c_str());
+    if (owner.empty())
       throw ConfigError("--out " + quoted(dir) + " is not empty and holds no ml2o output; choose a "
                         "new or empty directory (nothing was changed)");
-    }
     if (owner != command)
       throw ConfigError("--out " + quoted(dir) + " holds the output of 'ml2o " + owner +
                         "'; choose another directory for 'ml2o " + command + "' (nothing was changed)");
@@ -148,7 +150,7 @@ OutputClaim OutputClaim::file(const std::string& path_s) {
         ::kill(pid_t(pid), 0) != 0 && errno == ESRCH)
       fs::remove(e.path(), ec);
   }
-  return OutputClaim(file, false, -1, false);
+  return OutputClaim(file, false, -1);
 }
 
 void OutputClaim::publish(const std::string& bytes) const {
@@ -186,7 +188,8 @@ void OutputClaim::publish(const std::string& bytes) const {
 }
 
 OutputClaim::OutputClaim(OutputClaim&& o) noexcept
-    : path_(std::move(o.path_)), is_dir_(o.is_dir_), lock_fd_(o.lock_fd_), continues_(o.continues_) {
+    : path_(std::move(o.path_)), is_dir_(o.is_dir_), lock_fd_(o.lock_fd_), locked_(o.locked_),
+      continues_(o.continues_), created_dir_(o.created_dir_), created_lock_(o.created_lock_) {
   o.lock_fd_ = -1;
   o.is_dir_ = false;
 }
@@ -194,7 +197,15 @@ OutputClaim::OutputClaim(OutputClaim&& o) noexcept
 OutputClaim::~OutputClaim() {
   if (lock_fd_ < 0) return;
   try {
-    if (is_dir_) remove_temporaries(path_, ::getpid());
+    if (is_dir_ && locked_) {
+      remove_temporaries(path_, ::getpid());
+      // Failed before writing anything (e.g. no CUDA device): leave no trace. Only while the lock
+      // is held, so another process's lock file is never removed.
+      if (created_lock_ && !holds_other_entries(path_)) {
+        ::unlink((path_ / kLockName).c_str());
+        if (created_dir_) ::rmdir(path_.c_str());
+      }
+    }
   } catch (...) {
   }
   ::close(lock_fd_);  // releases the flock

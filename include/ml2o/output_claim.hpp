@@ -29,7 +29,7 @@ class OutputClaim {
   OutputClaim(OutputClaim&& other) noexcept;
   OutputClaim& operator=(OutputClaim&&) = delete;
   OutputClaim(const OutputClaim&) = delete;
-  ~OutputClaim();
+  ~OutputClaim();  // a directory it created and left empty (but for the lock) is removed
 
   const std::filesystem::path& path() const { return path_; }
   // The directory held an earlier output of this command (and resume was asked for).
@@ -41,12 +41,14 @@ class OutputClaim {
   static constexpr const char* kLockName = ".ml2o.lock";
 
  private:
-  OutputClaim(std::filesystem::path path, bool is_dir, int lock_fd, bool continues)
-      : path_(std::move(path)), is_dir_(is_dir), lock_fd_(lock_fd), continues_(continues) {}
+  OutputClaim(std::filesystem::path path, bool is_dir, int lock_fd)
+      : path_(std::move(path)), is_dir_(is_dir), lock_fd_(lock_fd) {}
   std::filesystem::path path_;
   bool is_dir_ = false;
   int lock_fd_ = -1;
+  bool locked_ = false;
   bool continues_ = false;
+  bool created_dir_ = false, created_lock_ = false;  // removed again if nothing else was written
 };
 
 // True for the names of ml2o's temporary files: <name>.tmp.<pid>.
