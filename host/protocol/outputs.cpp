@@ -78,7 +78,7 @@ bool read_part(const fs::path& path, ArmResult& r, int seeds, int steps) {
     if (s < 0 || s >= seeds || t < 0 || t > steps)
       throw corrupt(line_no, "seed or step out of range in '" + line + "'");
     char& was = seen[size_t(s) * (steps + 1) + t];
-    if (was) throw corrupt(line_no, "duplicated row for seed " + std::to_string(s) + ", step " + std::to_string(t));
+    if (was) throw corrupt(line_no, "duplicated row '" + line + "'");
     was = 1;
     r.curves[s][t] = v;
     ++rows;

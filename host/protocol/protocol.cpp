@@ -296,6 +296,7 @@ void run_protocol(const Config& cfg, const RunOptions& opts) {
   summary["arms"] = arms;
   write_file_atomic((out / "curves.csv").string(), curves_csv(results));
   write_plot(out, results, cfg, progress, summary);
+  check_interrupt("the plot");  // gnuplot got the same Ctrl-C: resume redraws it
   summary["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
   progress.line("results in " + out.string() + " (curves.csv, summary.json, plot.png)\n" + results_table(arms));
