@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "child.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/lopt.hpp"
@@ -41,11 +42,9 @@ TEST_P(CliFlags, RejectedWithAClearMessageAndNothingWritten) {
   const std::map<std::string, std::string> vars = {
       {"$C", cfg}, {"$P", params}, {"$G", (dir / "garbage.params").string()}, {"$O", out.string()}};
   const std::string args = expand(GetParam().args, vars);
-  const std::string err_file = (dir / "stderr.txt").string();
-  const int rc = std::system((std::string(ML2O_BINARY) + " " + args + " >" + err_file + " 2>&1").c_str());
-  const std::string err = read_file(err_file);
-  ASSERT_TRUE(WIFEXITED(rc));
-  EXPECT_EQ(WEXITSTATUS(rc), GetParam().exit_code) << args << "\n" << err;
+  std::string err;
+  const int rc = testing::run_ml2o(testing::words(args), &err);
+  EXPECT_EQ(rc, GetParam().exit_code) << args << "\n" << err;
   EXPECT_NE(err.find(expand(GetParam().fragment, vars)), std::string::npos) << args << "\n" << err;
   if (GetParam().exit_code != 0) EXPECT_FALSE(fs::exists(out)) << "wrote " << out << " for: " << args;
   fs::remove_all(dir);
@@ -53,7 +52,13 @@ TEST_P(CliFlags, RejectedWithAClearMessageAndNothingWritten) {
 
 const CliCase kCases[] = {
     {"", 2, "A subcommand is required"},
-    {"frobnicate", 2, "subcommand"},
+    {"frobnicate", 2, "unknown subcommand 'frobnicate'; the subcommands are: run, train, adapt, eval, baseline, info"},
+    {"--threads 2 frobnicate --out $O", 2, "unknown subcommand 'frobnicate'"},
+    {"info --threads 1", 0, "OpenMP threads: 1"},
+    {"info --threads 0", 2, "--threads: Value 0 not in range"},
+    {"run $C --out $O --checkpoint-every nan", 2, "--checkpoint-every: must be a number >= 0 (seconds), got 'nan'"},
+    {"run $C --out $O --checkpoint-every inf", 2, "got 'inf'"},
+    {"train --config $C --out $O --checkpoint-every -0.5", 2, "got '-0.5'"},
     {"--threads 0 info", 2, "--threads: Value 0 not in range"},
     {"--threads many info", 2, "--threads"},
     {"info --verbose", 2, "--verbose"},
@@ -62,7 +67,7 @@ const CliCase kCases[] = {
     {"run $C", 2, "--out is required"},
     {"run $C --out $O --backend gpu", 2, "--backend: gpu not in {cpu,cuda,auto}"},
     {"run $C --out $O --backend", 2, "--backend"},
-    {"run $C --out $O --checkpoint-every -1", 2, "--checkpoint-every: Value -1 not in range"},
+    {"run $C --out $O --checkpoint-every -1", 2, "--checkpoint-every: must be a number >= 0"},
     {"run $C --out $O --checkpoint-every soon", 2, "--checkpoint-every"},
     {"run $C --out $O --foo", 2, "The following argument was not expected: --foo"},
     {"run $C $C --out $O", 2, "not expected"},

@@ -15,9 +15,11 @@
 #include <sstream>
 #include <thread>
 
+#include "child.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/protocol.hpp"
+#include "ml2o/spawn.hpp"
 
 namespace fs = std::filesystem;
 
@@ -81,11 +83,7 @@ fs::path write_config(const fs::path& dir, const std::string& text, const char* 
 
 // Runs the ml2o binary; returns its exit status (128 + signal when killed).
 int run_cli(const std::string& args, std::string* err = nullptr) {
-  const std::string cmd = std::string(ML2O_BINARY) + " " + args + " 2>/tmp/ml2o_test_stderr_" +
-                          std::to_string(::getpid());
-  const int rc = std::system(cmd.c_str());
-  if (err) *err = read_file("/tmp/ml2o_test_stderr_" + std::to_string(::getpid()));
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+  return testing::run_ml2o(testing::words(args), err);
 }
 
 // Starts ml2o in a child process and kills it with `sig` after `delay`; returns the wait status.
@@ -142,7 +140,7 @@ TEST(Protocol, WritesCurvesSummaryPlotAndParams) {
   // FISTA converges on LASSO: its final objective is below its start.
   for (const auto& a : summary["arms"])
     if (a["arm"] == "fista") EXPECT_LT(a["final_mean"].get<double>(), a["start_mean"].get<double>());
-  if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
+  if (run_program({"gnuplot", "--version"}, "").ok()) {
     EXPECT_TRUE(fs::exists(tmp.path / "out" / "plot.png"));
     EXPECT_GT(fs::file_size(tmp.path / "out" / "plot.png"), 1000u);
   }
@@ -165,7 +163,7 @@ TEST(Protocol, RefusesToOverwriteAnEarlierRun) {
   const std::string before = slurp(tmp.path / "out" / "curves.csv");
   std::string err;
   EXPECT_EQ(run_cli("run " + cfg.string() + " --out " + out, &err), 2);
-  EXPECT_NE(err.find("already holds a run"), std::string::npos) << err;
+  EXPECT_NE(err.find("already holds a run of 'ml2o run'; resume it with --resume"), std::string::npos) << err;
   EXPECT_EQ(slurp(tmp.path / "out" / "curves.csv"), before);
   // A different config cannot resume it either.
   std::string other = kTinyConfig;
@@ -249,13 +247,11 @@ TEST(Protocol, FullDiskGivesAClearErrorAndKeepsThePreviousCheckpoint) {
   fs::remove_all(fs::path(out2) / "parts");
   const size_t limit_blocks = 1;  // 512-byte blocks in bash's ulimit -f
   std::string err;
-  const std::string cmd = "bash -c 'ulimit -f " + std::to_string(limit_blocks) + "; exec " +
-                          std::string(ML2O_BINARY) + " run " + cfg.string() + " --out " + out2 +
-                          " --resume' 2>" + (tmp.path / "err.txt").string();
-  const int status = std::system(cmd.c_str());
-  err = slurp(tmp.path / "err.txt");
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 3) << err;
+  testing::ChildOptions limited;
+  limited.output_file = (tmp.path / "err.txt").string();
+  limited.file_size_limit = long(limit_blocks) * 512;
+  const int status = testing::run_ml2o({"run", cfg.string(), "--out", out2, "--resume"}, &err, limited);
+  EXPECT_EQ(status, 3) << err;
   EXPECT_NE(err.find("I/O error"), std::string::npos) << err;
   EXPECT_NE(err.find("previous file is unchanged"), std::string::npos) << err;
   EXPECT_EQ(slurp(fs::path(out2) / "checkpoints" / "l2o.ckpt"), before);
@@ -293,7 +289,7 @@ TEST(Protocol, StagesAloneTrainAdaptEvalAndBaseline) {
   // Training again into the same directory without --resume is refused, nothing changed.
   const std::string before = slurp(params);
   EXPECT_EQ(run_cli("train --config " + cfg.string() + " --method ml2o --out " + dir, &err), 2);
-  EXPECT_NE(err.find("exists; use --resume"), std::string::npos) << err;
+  EXPECT_NE(err.find("already holds a run of 'ml2o train ml2o'; resume it with --resume"), std::string::npos) << err;
   EXPECT_EQ(slurp(params), before);
 }
 

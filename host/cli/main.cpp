@@ -1,12 +1,15 @@
-// ml2o command line. Exit codes: 0 success, 2 bad input (config, flags, files), 3 I/O failure,
-// 4 divergence, 130 interrupted (a checkpoint was written; rerun with --resume), 1 anything else.
+// ml2o command line. Exit codes: 0 success, 2 bad input (config, flags, files, an --out that is
+// refused or in use), 3 I/O failure, 4 divergence, 130 / 143 interrupted by SIGINT / SIGTERM (run
+// and train wrote a checkpoint: rerun with --resume), 1 anything else. See docs/reliability.md.
 #include <omp.h>
 
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -15,14 +18,16 @@
 #include "ml2o/config.hpp"
 #include "ml2o/dist.hpp"
 #include "ml2o/meta.hpp"
+#include "ml2o/output_claim.hpp"
 #include "ml2o/protocol.hpp"
+#include "ml2o/signals.hpp"
 
 namespace fs = std::filesystem;
 using namespace ml2o;
 
 namespace {
 
-constexpr int kExitBadInput = 2, kExitIo = 3, kExitDiverged = 4, kExitInterrupted = 130;
+constexpr int kExitBadInput = 2, kExitIo = 3, kExitDiverged = 4;
 
 // A positive finite number, with a short message (CLI::PositiveNumber prints DBL_MAX).
 const CLI::Validator kPositive(
@@ -35,16 +40,71 @@ const CLI::Validator kPositive(
     },
     "POSITIVE");
 
-void on_sigint(int) {
-  g_interrupt_requested.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+// A finite number >= 0 (CLI::Range lets NaN through).
+const CLI::Validator kNonNegative(
+    [](std::string& in) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(in.c_str(), &end);
+      if (end == in.c_str() || *end != '\0' || !(v >= 0) || !std::isfinite(v))
+        return "must be a number >= 0 (seconds), got '" + in + "'";
+      return "";
+    },
+    "SECONDS");
+
+const char* const kSubcommands[] = {"run", "sweep", "train", "adapt", "eval", "baseline", "info", "config-reference"};
+
+// The first word that is not an option must name a subcommand; CLI11 alone only says that one is
+// required. Returns the message, or "" when the command line is fine so far.
+std::string unknown_subcommand(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    for (const char* s : kSubcommands)
+      if (a == s) return "";
+    return "unknown subcommand '" + a + "'; the subcommands are: run, sweep, train, adapt, eval, baseline, info, config-reference";
+  }
+  return "";
 }
 
-// --out for a single-file or directory output: refuse to overwrite an earlier run's results.
-void require_fresh_dir(const std::string& dir, bool resume) {
-  if (fs::exists(dir) && !fs::is_directory(dir))
-    throw ConfigError("--out " + dir + ": exists and is not a directory");
-  (void)resume;
+// Params must be of the config's learned optimizer.
+void require_arch(const LearnedOptimizer& opt, const std::string& params_path, const Config& cfg) {
+  if (opt.hyper.arch != cfg.optimizer.arch)
+    throw ConfigError(params_path + ": params are " + arch_name(opt.hyper.arch) + " but " + cfg.path +
+                      " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+}
+
+// A command's every result is non-finite: a divergence (exit 4), not a success.
+void require_some_finite(const std::vector<std::vector<double>>& curves, const std::string& what) {
+  for (const auto& c : curves)
+    if (!c.empty() && std::isfinite(c.back())) return;
+  throw DivergenceError(what + " diverged: every final objective is non-finite (NaN or inf)");
+}
+
+// The command line as a user can paste it back into a shell (for messages only; ml2o itself
+// never hands a string to a shell).
+std::string join_args(int argc, char** argv) {
+  std::string s = "ml2o";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                         "0123456789-_./=:,+@%") == std::string::npos;
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    s += " " + (plain ? a : q + "'");
+  }
+  return s;
+}
+
+// In a distributed run rank 0 alone claims --out (the lock would refuse the other ranks); a rank
+// that fails stops every rank (main).
+std::optional<OutputClaim> claim_on_root(const std::function<OutputClaim()>& claim) {
+  std::optional<OutputClaim> held;
+  if (dist::root()) held.emplace(claim());
+  return held;
 }
 
 Config load_with_overrides(const std::string& path, const ConfigOverrides& overrides) {
@@ -57,9 +117,7 @@ Config load_with_overrides(const std::string& path, const ConfigOverrides& overr
 // (params files do not record it).
 LearnedOptimizer load_params_for(const std::string& params_path, const Config& cfg) {
   LearnedOptimizer opt = load_params(params_path);
-  if (opt.hyper.arch != cfg.optimizer.arch)
-    throw ConfigError(params_path + ": params are " + arch_name(opt.hyper.arch) + " but " + cfg.path +
-                      " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
+  require_arch(opt, params_path, cfg);
   opt.hyper.output_scale = cfg.optimizer.output_scale;
   return opt;
 }
@@ -138,6 +196,7 @@ int cli_main(int argc, char** argv) {
                "ones.\nSee README.md and configs/README.md. `mpirun -np N ml2o run|train ...` "
                "spreads run and train over N processes with the same results (docs/distributed.md)."};
   app.require_subcommand(1);
+  app.fallthrough();  // --threads may follow the subcommand
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads (default: all cores); results do not depend on it")
       ->check(CLI::Range(1, 4096));
@@ -151,12 +210,12 @@ int cli_main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Run a whole experiment: pretraining (L2O, M-L2O), adaptation "
                                         "arms, evaluation, baselines; writes curves.csv, summary.json, plot.png");
   run->add_option("config", run_config, "Experiment config (TOML)")->required()->check(CLI::ExistingFile);
-  run->add_option("--out", out_dir, "Output directory (new, or an interrupted run's with --resume)")->required();
+  run->add_option("--out", out_dir, "Output directory: new or empty, or this run's own with --resume (docs/reliability.md)")->required();
   run->add_flag("--resume", resume, "Continue an interrupted run in --out from its checkpoints");
   const auto backend_check = CLI::IsMember({"cpu", "cuda", "auto"});
   run->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   run->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints during training (0: every meta-step)")
-      ->check(CLI::Range(0.0, 1e9));
+      ->check(kNonNegative);
 
   // sweep
   std::string sweep_config, train_seeds_s;
@@ -184,11 +243,11 @@ int cli_main(int argc, char** argv) {
       ->check(CLI::IsMember({"l2o", "ml2o"}));
   train_cmd->add_option("--init", init_path, "Start from these params instead of the random initialisation")
       ->check(CLI::ExistingFile);
-  train_cmd->add_option("--out", out_dir, "Output directory")->required();
+  train_cmd->add_option("--out", out_dir, "Output directory: new or empty, or this training's own with --resume")->required();
   train_cmd->add_flag("--resume", resume, "Continue from OUT/checkpoints/<method>.ckpt");
   train_cmd->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(backend_check);
   train_cmd->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints (0: every meta-step)")
-      ->check(CLI::Range(0.0, 1e9));
+      ->check(kNonNegative);
 
   // adapt
   std::string params_path, source_s = "test", out_file;
@@ -200,7 +259,7 @@ int cli_main(int argc, char** argv) {
   adapt_cmd->add_option("--source", source_s, "test: the eval.task instances; adapt: the adapt.task instances")
       ->check(CLI::IsMember({"test", "adapt"}));
   adapt_cmd->add_option("--seed-index", seed_index, "Which instance set (seed offset) to adapt on")->check(CLI::Range(0, 1000000));
-  adapt_cmd->add_option("--out", out_file, "Adapted params file to write")->required();
+  adapt_cmd->add_option("--out", out_file, "Adapted params file to write (must not exist)")->required();
   adapt_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
   // eval
@@ -209,7 +268,7 @@ int cli_main(int argc, char** argv) {
   eval_cmd->add_option("--config", config_path, "Experiment config: eval.* settings and the task")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--params", params_path, "Params file")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--steps", eval_steps, "Override eval.steps")->check(CLI::Range(1, 100000000));
-  eval_cmd->add_option("--out", out_dir, "Output directory")->required();
+  eval_cmd->add_option("--out", out_dir, "Output directory (new or empty)")->required();
   eval_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
   // baseline
@@ -225,9 +284,13 @@ int cli_main(int argc, char** argv) {
   base_cmd->add_option("--task", task_role, "Which config task to sample: eval (default), adapt, or train (the first)")
       ->check(CLI::IsMember({"eval", "adapt", "train"}));
   base_cmd->add_option("--seed-index", seed_index, "Seed offset of the sampled task")->check(CLI::Range(0, 1000000));
-  base_cmd->add_option("--out", out_dir, "Output directory")->required();
+  base_cmd->add_option("--out", out_dir, "Output directory (new or empty)")->required();
   base_cmd->add_option("--backend", backend, "Override run.backend")->check(backend_check);
 
+  if (const std::string bad = unknown_subcommand(argc, argv); !bad.empty()) {
+    std::cerr << "ml2o: " << bad << "\nRun with --help for usage.\n";
+    return kExitBadInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -240,8 +303,15 @@ int cli_main(int argc, char** argv) {
   }
   if (threads > 0) omp_set_num_threads(threads);
 
-  std::signal(SIGINT, on_sigint);
-  std::string resume_hint;
+  // Commands with a checkpoint finish their step and save it; the others stop at once, having
+  // published nothing yet (their output appears only when complete).
+  const bool checkpoints = *run || *train_cmd || *sweep;
+  std::string resume_hint = join_args(argc, argv);
+  if (checkpoints && !resume) resume_hint += " --resume";
+  // A run saves its resolved config first: resuming from it works whatever the config's source.
+  if (*run) resume_hint = "ml2o run " + (fs::path(out_dir) / "config.toml").string() + " --out " + out_dir + " --resume";
+  install_interrupt_handlers(checkpoints ? OnInterrupt::finish_step_and_save : OnInterrupt::stop_now,
+                             "\nml2o: interrupted; nothing was written. Rerun with: " + resume_hint + "\n");
   try {
     if (dist::size() > 1 && !*run && !*train_cmd)
       throw ConfigError(std::string("ml2o ") + app.get_subcommands().front()->get_name() + " runs in one "
@@ -256,19 +326,18 @@ int cli_main(int argc, char** argv) {
     if (*run) {
       const Config cfg = load_with_overrides(run_config, overrides);
       require_same_start(cfg, argc, argv);
-      require_fresh_dir(out_dir, resume);
+      check_fits_in_memory(cfg);
+      const auto claim = claim_on_root([&] { return OutputClaim::directory(out_dir, "run", true, resume); });
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      // The saved config is the resolved one (overrides included), whatever the config's source.
-      resume_hint = "ml2o run " + (fs::path(out_dir) / "config.toml").string() + " --out " + out_dir + " --resume";
       run_protocol(cfg, opts);
       return 0;
     }
     if (*sweep) {
       const std::vector<uint64_t> seeds = parse_train_seeds(train_seeds_s);
       const Config cfg = load_with_overrides(sweep_config, overrides);
-      require_fresh_dir(out_dir, resume);
+      check_fits_in_memory(cfg);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "sweep", true, resume);
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      resume_hint = "ml2o sweep " + sweep_config + " --train-seeds " + train_seeds_s + " --out " + out_dir + " --resume";
       run_sweep(cfg, seeds, opts);
       return 0;
     }
@@ -277,40 +346,45 @@ int cli_main(int argc, char** argv) {
       require_same_start(cfg, argc, argv);
       if (cfg.train.tasks.empty())
         throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
-      check_fits_in_memory(cfg);
+      check_train_fits(cfg);
       LearnedOptimizer init;
-      if (!init_path.empty()) init = load_params(init_path);
-      require_fresh_dir(out_dir, resume);
-      const fs::path params = fs::path(out_dir) / (method_s + ".params");
-      if (fs::exists(params) && !resume)
-        throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
+      if (!init_path.empty()) {
+        init = load_params(init_path);
+        require_arch(init, "--init " + init_path, cfg);
+      }
+      const auto claim =
+          claim_on_root([&] { return OutputClaim::directory(out_dir, "train " + method_s, true, resume); });
       auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       Progress progress;
       RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
       run_training(cfg, *be, method_s == "l2o" ? Method::l2o : Method::ml2o, opts, progress,
                    init_path.empty() ? nullptr : &init);
       return 0;
     }
     if (*adapt_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
-      check_fits_in_memory(cfg);
+      check_adapt_fits(cfg);
       const LearnedOptimizer start = load_params_for(params_path, cfg);
+      const OutputClaim claim = OutputClaim::file(out_file);
       auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
       const auto task = be->upload(adapt_task(cfg, src, seed_index));
       const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
-      save_params(out_file, r.opt);
+      if (K > 0 && r.skipped == K)
+        throw DivergenceError("adaptation diverged: all " + std::to_string(K) +
+                              " updates were non-finite and skipped; lower adapt.lr (nothing was written)");
+      claim.publish(params_to_bytes(r.opt));
       std::cerr << "[ml2o] adapted with K = " << K << " on " << source_s << " instances (seed index "
                 << seed_index << "), " << r.skipped << " skipped updates; wrote " << out_file << "\n";
       return 0;
     }
     if (*eval_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
-      check_fits_in_memory(cfg);
-      const LearnedOptimizer opt = load_params_for(params_path, cfg);
-      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
+      check_eval_fits(cfg, n, eval_steps > 0 ? "--steps" : "eval.steps");
+      const LearnedOptimizer opt = load_params_for(params_path, cfg);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "eval", false, false);
+      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       std::vector<std::unique_ptr<BackendTask>> tasks;
       std::vector<const BackendTask*> task_ptrs;
       for (int s = 0; s < cfg.eval.seeds; ++s) {
@@ -318,11 +392,11 @@ int cli_main(int argc, char** argv) {
         task_ptrs.push_back(tasks.back().get());
       }
       const auto curves = evaluate(*be, {opt}, task_ptrs, n);
-      fs::create_directories(out_dir);
       write_file_atomic((fs::path(out_dir) / "curves.csv").string(), csv_curve(curves));
       const CurveStats cs = summarise_curves(curves);
       std::cerr << "[ml2o] eval over " << cfg.eval.seeds << " seeds: start " << cs.start_mean << ", final "
                 << cs.final_mean << " +- " << cs.final_std << "; wrote " << out_dir << "/curves.csv\n";
+      require_some_finite(curves, "evaluation");
       return 0;
     }
     if (*base_cmd) {
@@ -331,22 +405,23 @@ int cli_main(int argc, char** argv) {
       parse_baseline(opt_s, &spec.kind);
       spec.lr = lr;
       spec.momentum = cfg.baselines.momentum;
-      Task<float> task;
-      if (task_role == "eval") task = test_task(cfg, seed_index);
-      else if (task_role == "adapt") task = adapt_task(cfg, AdaptSource::adapt, seed_index);
+      TaskSpec task_spec;
+      if (task_role == "eval") task_spec = seed_offset_spec(cfg.eval.task, seed_index);
+      else if (task_role == "adapt") task_spec = seed_offset_spec(cfg.adapt.task, seed_index);
       else {
         if (cfg.train.tasks.empty())
           throw ConfigError(cfg.path + ": --task train needs a [[train.task]] in the config");
-        TaskSpec s = cfg.train.tasks[0];
-        s.seed += uint64_t(seed_index);
-        task = sample_task<float>(s);
+        task_spec = cfg.train.tasks[0];
+        task_spec.seed += uint64_t(seed_index);
       }
-      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task.spec.family != Family::lasso)
+      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task_spec.family != Family::lasso)
         throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
-                          " task of " + cfg.path + " is " + family_name(task.spec.family));
+                          " task of " + cfg.path + " is " + family_name(task_spec.family));
+      check_baseline_fits(cfg, task_spec, steps);
+      const OutputClaim claim = OutputClaim::directory(out_dir, "baseline", false, false);
+      const Task<float> task = sample_task<float>(task_spec);
       auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
       const auto curve = be->run_baseline(spec, task, steps);
-      fs::create_directories(out_dir);
       std::ostringstream os;
       os.precision(9);
       os << "step,objective\n";
@@ -354,6 +429,7 @@ int cli_main(int argc, char** argv) {
       write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), os.str());
       std::cerr << "[ml2o] " << opt_s << " for " << steps << " steps: " << curve.front() << " -> "
                 << curve.back() << "; wrote " << out_dir << "/baseline.csv\n";
+      require_some_finite({curve}, "the baseline " + opt_s);
       return 0;
     }
   } catch (const FormatError& e) {  // ConfigError too
@@ -373,7 +449,7 @@ int cli_main(int argc, char** argv) {
     return kExitDiverged;
   } catch (const Interrupted& e) {
     std::cerr << "\nml2o: " << e.what() << "\nresume with: " << resume_hint << "\n";
-    return kExitInterrupted;
+    return interrupt_exit_code();
   } catch (const std::exception& e) {
     std::cerr << "ml2o: error: " << e.what() << "\n";
     return 1;

@@ -3,14 +3,16 @@
 // drawing serves plot_in_distribution.png and a sweep's bands across meta-training seeds.
 #include "plot.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 
 #include "ml2o/io.hpp"
 #include "ml2o/progress.hpp"
 #include "ml2o/protocol.hpp"
+#include "ml2o/spawn.hpp"
 
 namespace fs = std::filesystem;
 
@@ -25,6 +27,65 @@ const std::pair<const char*, const char*> kArmColours[] = {
     {"ista", "#ff7f0e"},     {"fista", "#000000"},
 };
 constexpr const char* kUnknownArmColour = "#7f7f7f";
+
+// A gnuplot single-quoted string: a quote inside is doubled.
+std::string gnuplot_quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs gnuplot on `script` (saved as spec.stem + ".gp") in `out` without a shell. The pictures are
+// drawn under temporary names and renamed only when gnuplot succeeded, so a failure (missing
+// gnuplot, full disk) leaves no cut-off picture; gnuplot's messages go to gnuplot.err, written whole
+// or not at all. pngs[0] is also copied to spec.stem + ".png".
+void draw_with_gnuplot(const fs::path& out, const std::string& script, const std::vector<std::string>& pngs,
+                       const PlotSpec& spec, Progress& progress, nlohmann::json& summary) {
+  const std::string gp_name = spec.stem + ".gp";
+  const std::string tmp_suffix = ".tmp." + std::to_string(::getpid());
+  std::string run_script = script;
+  for (const std::string& png : pngs)
+    for (size_t p = 0; (p = run_script.find("set output '" + png + "'", p)) != std::string::npos; ++p)
+      run_script.insert(p + 12 + png.size(), tmp_suffix);
+  const std::string run_gp = gp_name + tmp_suffix;
+  write_file_atomic((out / run_gp).string(), run_script);
+  const ProgramResult r = run_program({"gnuplot", run_gp}, out.string());
+  fs::remove(out / run_gp);
+  bool drawn = r.ok();
+  for (const std::string& png : pngs) {
+    std::error_code ec;
+    drawn = drawn && fs::file_size(out / (png + tmp_suffix), ec) > 0 && !ec;
+  }
+  try {
+    if (drawn) {
+      for (const std::string& png : pngs) fs::rename(out / (png + tmp_suffix), out / png);
+      write_file_atomic((out / (spec.stem + ".png")).string(), read_file((out / pngs[0]).string()));
+      fs::remove(out / "gnuplot.err");
+      summary[spec.summary_key] = spec.stem + ".png";
+      if (std::find(pngs.begin(), pngs.end(), "plot_mlp.png") != pngs.end()) summary["plot_mlp"] = "plot_mlp.png";
+      return;
+    }
+  } catch (const IoError&) {
+    drawn = false;
+  } catch (const fs::filesystem_error&) {
+    drawn = false;
+  }
+  for (const std::string& png : pngs) fs::remove(out / (png + tmp_suffix));
+  std::string why;
+  if (!r.started) why = r.start_error;
+  else if (!r.exited) why = "gnuplot was killed by signal " + std::to_string(r.signal);
+  else if (r.exit_code != 0) why = "gnuplot failed (exit " + std::to_string(r.exit_code) + ")";
+  else why = "gnuplot wrote no picture (disk full?)";
+  try {
+    write_file_atomic((out / "gnuplot.err").string(), why + "\n" + r.stderr_text);
+    why += "; see gnuplot.err";
+  } catch (const IoError&) {
+  }
+  progress.line("warning: no plot: " + why + ". The plot data and " + gp_name + " are written; run 'gnuplot " +
+                gp_name + "' in " + out.string() + " to draw it");
+  summary[spec.summary_key] = nullptr;
+}
+
 }  // namespace
 
 const char* arm_colour(const std::string& arm) {
@@ -104,9 +165,9 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     write_file_atomic((out / data).string(), ds.str());
     const std::string png = spec.stem + "_K" + std::to_string(K) + ".png";
     pngs.push_back(png);
-    gp << "set output '" << png << "'\nset title '" << cfg.run.name << ": " << spec.title;
-    if (spec.Ks.size() > 1 || K != 0) gp << " K = " << K << " adaptation steps";
-    gp << " (diverged arms omitted)'\n";
+    std::string title = cfg.run.name + ": " + spec.title;
+    if (spec.Ks.size() > 1 || K != 0) title += " K = " + std::to_string(K) + " adaptation steps";
+    gp << "set output '" << png << "'\nset title " << gnuplot_quoted(title + " (diverged arms omitted)") << "\n";
     if (std::isfinite(lo) && start_hi > 0)  // keep an arm that blows up from flattening the rest
       gp << "set yrange [" << format_double_csv(lo / 2) << ":" << format_double_csv(start_hi * 100) << "]\n";
     gp << "plot ";
@@ -140,7 +201,7 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
     }
     write_file_atomic((out / "plot_mlp_data.tsv").string(), ds.str());
     gp << "set output 'plot_mlp.png'\nset terminal pngcairo size 1100,900 noenhanced\nunset title\n"
-       << "set multiplot layout 2,1 title '" << cfg.run.name << ": mlp test task, mean over seeds'\n";
+       << "set multiplot layout 2,1 title " << gnuplot_quoted(cfg.run.name + ": mlp test task, mean over seeds") << "\n";
     for (int panel = 0; panel < 2; ++panel) {
       if (panel == 0)
         gp << "set logscale y\nset format y '%g'\nset yrange [*:*]\nset ylabel 'full training loss'\n";
@@ -158,20 +219,10 @@ void write_plot(const fs::path& out, const std::vector<ArmResult>& results, cons
       gp << "\n";
     }
     gp << "unset multiplot\n";
+    pngs.push_back("plot_mlp.png");
   }
   write_file_atomic((out / gp_name).string(), gp.str());
-  const std::string cmd = "cd '" + out.string() + "' && gnuplot " + gp_name + " 2>gnuplot.err";
-  const int rc = std::system(cmd.c_str());
-  if (rc == 0 && fs::exists(out / pngs[0])) {
-    fs::copy_file(out / pngs[0], out / (spec.stem + ".png"), fs::copy_options::overwrite_existing);
-    fs::remove(out / "gnuplot.err");
-    summary[spec.summary_key] = spec.stem + ".png";
-    if (mlp && fs::exists(out / "plot_mlp.png")) summary["plot_mlp"] = "plot_mlp.png";
-  } else {
-    progress.line("warning: gnuplot failed or is missing (see gnuplot.err); plot data and " + gp_name +
-                  " are written, run 'gnuplot " + gp_name + "' in the output directory after installing it");
-    summary[spec.summary_key] = nullptr;
-  }
+  draw_with_gnuplot(out, gp.str(), pngs, spec, progress, summary);
 }
 
 }  // namespace ml2o

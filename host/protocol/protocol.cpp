@@ -33,38 +33,6 @@ uint64_t config_hash(const Config& cfg) {
   return fnv1a64(s.data(), s.size());
 }
 
-// ---- memory --------------------------------------------------------------------------------------
-size_t estimate_host_bytes(const Config& cfg) {
-  auto task_bytes = [](const TaskSpec& t) {
-    const double nd = double(t.instances) * t.dim;
-    const bool matrix = t.family == Family::lasso || t.family == Family::quadratic;
-    return (matrix ? nd * t.dim + nd : 0.0) * sizeof(float) + nd * sizeof(float);
-  };
-  auto traj_bytes = [](const TaskSpec& t) {
-    return double(t.instances) * t.dim * (sizeof(float) + sizeof(CoordState<float>));
-  };
-  // Training holds every task, its trajectory, and a working copy of the trajectory.
-  double train = 0;
-  for (const TaskSpec& t : cfg.train.tasks) train += task_bytes(t) + 2 * traj_bytes(t);
-  // The arms hold every seed's test and adaptation tasks, each with two trajectories.
-  const double arms = cfg.eval.seeds * (task_bytes(cfg.eval.task) + task_bytes(cfg.adapt.task) +
-                                        2 * traj_bytes(cfg.eval.task) + 2 * traj_bytes(cfg.adapt.task));
-  return size_t(std::max(train, arms));
-}
-
-void check_fits_in_memory(const Config& cfg) {
-  const double need = double(estimate_host_bytes(cfg));
-  const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
-  if (have > 0 && need > 0.9 * have) {
-    char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "the tasks and trajectories need about %.2f GiB of host memory at once, but this "
-                  "machine has %.2f GiB; lower the instances or dim of the tasks",
-                  need / 1073741824.0, have / 1073741824.0);
-    throw ConfigError(cfg.path + ": " + buf);
-  }
-}
-
 // ---- settings from the command line ------------------------------------------------------------------
 void ConfigOverrides::apply(Config& cfg) const {
   if (!backend.empty()) {
@@ -130,9 +98,7 @@ void claim_run_dir(const Config& cfg, const RunOptions& opts) {
       throw ConfigError(cfg.path + ": differs from the config this run was started with (" +
                         saved_cfg.string() + "); --resume needs the same settings: resume with ml2o run " +
                         saved_cfg.string() + " --out " + out.string() + " --resume");
-  } else if (fs::exists(out) && !fs::is_empty(out) && !opts.resume) {
-    throw ConfigError(out.string() + " is not empty and holds no ml2o run; choose another --out");
-  }
+  }  // which directories may hold a run at all is the CLI's output claim (output_claim.hpp)
   // The resolved config, whatever it came from (a file, a pipe, command-line overrides), so that
   // `ml2o run OUT/config.toml --out OUT --resume` always continues the run. Written first: a run
   // killed before it left at most an empty directory.
@@ -419,6 +385,20 @@ std::vector<ArmResult> run_jobs(const fs::path& out, const std::vector<Job>& job
   return results;
 }
 
+// Every learned arm (or, without learned arms, every arm) ended non-finite on every seed: the
+// run diverged. The outputs are kept as evidence, but this is no success.
+void require_some_arm_finite(const std::vector<ArmResult>& results) {
+  auto learned = [](const ArmResult& r) { return r.source != "-" || r.arm == "direct_transfer"; };
+  const bool any_learned = std::any_of(results.begin(), results.end(), learned);
+  for (const auto& r : results)
+    if (learned(r) || !any_learned)
+      for (const auto& c : r.curves)
+        if (!c.empty() && std::isfinite(c.back())) return;
+  throw DivergenceError(std::string("evaluation diverged: every ") + (any_learned ? "learned optimizer's" : "arm's") +
+                        " final objective is non-finite (NaN or inf) on every seed; check eval.task "
+                        "(e.g. x0_scale), adapt.lr and the training");
+}
+
 void require_capabilities(const Config& cfg, const Backend& be, Progress& progress) {
   const BackendCaps caps = be.caps();
   if (cfg.arms.ml2o && cfg.ml2o.meta_gradient == MetaGradient::second_order &&
@@ -544,6 +524,7 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   write_file_atomic((out / "curves.csv").string(), curves_csv(result.arms));
   if (tasks.mlp()) write_file_atomic((out / "mlp_scores.csv").string(), mlp_csv(result.arms));
   write_plot(out, result.arms, cfg, progress, summary, PlotSpec::out_of_distribution(cfg));
+  check_interrupt("the plot");  // gnuplot got the same Ctrl-C: resume redraws it
   std::string in_table;
   if (!result.in_distribution.empty()) {
     nlohmann::json in_arms = nlohmann::json::array();
@@ -563,6 +544,7 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
         {"arms", in_arms}};
     write_file_atomic((out / "curves_in_distribution.csv").string(), curves_csv(result.in_distribution));
     write_plot(out, result.in_distribution, cfg, progress, summary, PlotSpec::in_distribution(cfg));
+    check_interrupt("the plot");
     in_table = "\nin distribution (training tasks, frozen weights):\n" + results_table(in_arms);
   } else if (cfg.eval.in_distribution) {
     summary["in_distribution"] = {{"skipped", "no trained optimizer (arms.direct_transfer, "
@@ -572,6 +554,7 @@ ProtocolResult run_protocol(const Config& cfg, const RunOptions& opts) {
   write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
   progress.line("results in " + out.string() + " (curves.csv, summary.json, plot.png)\n" +
                 results_table(arms) + in_table);
+  require_some_arm_finite(result.arms);
   result.summary = std::move(summary);
   return result;
 }

@@ -2,6 +2,7 @@
 // writes <out>/<method>.params. In a distributed run rank 0 alone reads and writes files: it
 // sends the checkpoint to the others, and every rank agrees on when to save (dist.hpp).
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "ml2o/dist.hpp"
@@ -12,6 +13,21 @@
 namespace fs = std::filesystem;
 
 namespace ml2o {
+
+namespace {
+
+// Training that never took a step (every meta-step non-finite, then early stopping or max_epochs)
+// diverged, even when the consecutive-skip limit never fired.
+void require_some_step_taken(const TrainerState& st, Method method) {
+  if (st.skipped_steps == 0 || st.loss_history.empty()) return;
+  for (double l : st.loss_history)
+    if (!std::isnan(l)) return;
+  throw DivergenceError(std::string("meta-training (") + method_name(method) + ") diverged: all " +
+                        std::to_string(st.skipped_steps) + " meta-steps had a non-finite meta-loss or "
+                        "gradient and were skipped; lower train.lr");
+}
+
+}  // namespace
 
 TrainerState run_training(const Config& cfg, Backend& backend, Method method,
                           const RunOptions& opts, Progress& progress, const LearnedOptimizer* init) {
@@ -75,6 +91,7 @@ TrainerState run_training(const Config& cfg, Backend& backend, Method method,
                       " training; checkpoint written to " + ckpt);
   }
   save(st);
+  require_some_step_taken(st, method);
   if (dist::root()) save_params((out / (std::string(method_name(method)) + ".params")).string(), st.opt);
   progress.line(std::string(method_name(method)) + " training finished: " + std::to_string(st.epoch) +
                 " epochs, stage " + std::to_string(st.stage) + ", " +

@@ -107,11 +107,19 @@ std::vector<TaskSpec> in_distribution_specs(const Config& cfg);
 
 uint64_t config_hash(const Config& cfg);
 
-// Host memory the run will hold at once (tasks, trajectories and their copies), refused up front
-// with the estimate (ConfigError) when it exceeds the machine's physical memory. Device memory is
-// checked by the CUDA backend before it allocates.
-size_t estimate_host_bytes(const Config& cfg);
-void check_fits_in_memory(const Config& cfg);
+// Host memory, checked up front before a command allocates: every size that drives an allocation
+// (instances x dim, trajectories, curriculum lengths, eval seeds x steps, baseline steps) is
+// estimated from the config and refused (ConfigError with the estimate; exit 2) when it exceeds
+// host_memory_limit_bytes(), the one limit. Device memory is checked by the CUDA backend before it
+// allocates.
+double host_memory_limit_bytes();  // 90% of the machine's physical memory
+void require_host_memory(const std::string& source, double bytes, const std::string& what);
+size_t estimate_host_bytes(const Config& cfg);  // the most `ml2o run` holds at once
+void check_fits_in_memory(const Config& cfg);   // `ml2o run`: training, then the arms
+void check_train_fits(const Config& cfg);
+void check_adapt_fits(const Config& cfg);
+void check_eval_fits(const Config& cfg, int64_t steps, const std::string& steps_source);
+void check_baseline_fits(const Config& cfg, const TaskSpec& task, int64_t steps);
 std::string engine_version();
 
 // The settings of test-time adaptation, from the config's [adapt] and [train] sections.
