@@ -52,7 +52,7 @@ TEST_P(CliFlags, RejectedWithAClearMessageAndNothingWritten) {
 
 const CliCase kCases[] = {
     {"", 2, "A subcommand is required"},
-    {"frobnicate", 2, "unknown subcommand 'frobnicate'; the subcommands are: run, train, adapt, eval, baseline, info"},
+    {"frobnicate", 2, "unknown subcommand 'frobnicate'; the subcommands are: run, sweep, train, adapt, eval, baseline, info, config-reference"},
     {"--threads 2 frobnicate --out $O", 2, "unknown subcommand 'frobnicate'"},
     {"info --threads 1", 0, "OpenMP threads: 1"},
     {"info --threads 0", 2, "--threads: Value 0 not in range"},

@@ -281,7 +281,11 @@ TEST(InDistribution, OffTurnsItOffAndOverriddenRunsResume) {
   EXPECT_FALSE(first.summary.contains("in_distribution"));
   EXPECT_TRUE(first.in_distribution.empty());
   EXPECT_FALSE(fs::exists(tmp.path / "run" / "curves_in_distribution.csv"));
-  EXPECT_NE(read_file((tmp.path / "run" / "config.toml").string()).find("train.seed = 0"), std::string::npos);
+  // The saved config is the resolved one: the overrides are in it.
+  const fs::path saved = tmp.path / "run" / "config.toml";
+  const Config resolved = parse_config(read_file(saved.string()), saved.string());
+  EXPECT_EQ(resolved.train.seed, 0u);
+  EXPECT_EQ(resolved.run.backend, "cpu");
   const std::string curves = read_file((tmp.path / "run" / "curves.csv").string());
   opts.resume = true;
   const ProtocolResult again = run_protocol(cfg, opts);
