@@ -7,11 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 
 #include "ml2o/backend.hpp"
+#include "ml2o/commands.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/meta.hpp"
 #include "ml2o/protocol.hpp"
@@ -37,31 +37,6 @@ const CLI::Validator kPositive(
 void on_sigint(int) {
   g_interrupt_requested.store(true);
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
-}
-
-// --out for a single-file or directory output: refuse to overwrite an earlier run's results.
-void require_fresh_dir(const std::string& dir, bool resume) {
-  if (fs::exists(dir) && !fs::is_directory(dir))
-    throw ConfigError("--out " + dir + ": exists and is not a directory");
-  (void)resume;
-}
-
-Config load_with_overrides(const std::string& path, const std::string& backend) {
-  Config cfg = load_config(path);
-  if (!backend.empty()) {
-    cfg.run.backend = backend;
-    cfg.json["run"]["backend"] = backend;
-  }
-  return cfg;
-}
-
-std::string csv_curve(const std::vector<std::vector<double>>& curves) {
-  std::ostringstream os;
-  os << "seed,step,objective\n";
-  os.precision(9);
-  for (size_t s = 0; s < curves.size(); ++s)
-    for (size_t t = 0; t < curves[s].size(); ++t) os << s << ',' << t << ',' << curves[s][t] << '\n';
-  return os.str();
 }
 
 int cmd_info() {
@@ -178,42 +153,26 @@ int main(int argc, char** argv) {
     if (*info) return cmd_info();
     if (*run) {
       const Config cfg = load_with_overrides(run_config, backend);
-      require_fresh_dir(out_dir, resume);
       RunOptions opts{out_dir, resume, ckpt_every, ""};
       resume_hint = "ml2o run " + run_config + " --out " + out_dir + " --resume";
-      run_protocol(cfg, opts);
+      run_command(cfg, opts);
       return 0;
     }
     if (*train_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      if (cfg.train.tasks.empty())
-        throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
-      check_fits_in_memory(cfg);
       LearnedOptimizer init;
       if (!init_path.empty()) init = load_params(init_path);
-      require_fresh_dir(out_dir, resume);
-      const fs::path params = fs::path(out_dir) / (method_s + ".params");
-      if (fs::exists(params) && !resume)
-        throw ConfigError(params.string() + " exists; use --resume to continue that training or another --out");
-      auto be = make_backend(cfg.run.backend);
-      Progress progress;
       RunOptions opts{out_dir, resume, ckpt_every, ""};
       resume_hint = "ml2o train --config " + config_path + " --method " + method_s + " --out " + out_dir + " --resume";
-      run_training(cfg, *be, method_s == "l2o" ? Method::l2o : Method::ml2o, opts, progress,
-                   init_path.empty() ? nullptr : &init);
+      train_command(cfg, method_s == "l2o" ? Method::l2o : Method::ml2o,
+                    init_path.empty() ? nullptr : &init, opts);
       return 0;
     }
     if (*adapt_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      check_fits_in_memory(cfg);
-      const LearnedOptimizer start = load_params(params_path);
-      if (start.hyper.arch != cfg.optimizer.arch)
-        throw ConfigError(params_path + ": params are " + arch_name(start.hyper.arch) + " but " + cfg.path +
-                          " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
-      auto be = make_backend(cfg.run.backend);
-      const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
-      const auto task = be->upload(adapt_task(cfg, src, seed_index));
-      const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
+      const AdaptResult r = adapt_command(cfg, load_params(params_path), params_path, K,
+                                          source_s == "test" ? AdaptSource::test : AdaptSource::adapt,
+                                          seed_index);
       save_params(out_file, r.opt);
       std::cerr << "[ml2o] adapted with K = " << K << " on " << source_s << " instances (seed index "
                 << seed_index << "), " << r.skipped << " skipped updates; wrote " << out_file << "\n";
@@ -221,19 +180,9 @@ int main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      check_fits_in_memory(cfg);
-      const LearnedOptimizer opt = load_params(params_path);
-      auto be = make_backend(cfg.run.backend);
-      const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
-      std::vector<std::unique_ptr<BackendTask>> tasks;
-      std::vector<const BackendTask*> task_ptrs;
-      for (int s = 0; s < cfg.eval.seeds; ++s) {
-        tasks.push_back(be->upload(test_task(cfg, s)));
-        task_ptrs.push_back(tasks.back().get());
-      }
-      const auto curves = evaluate(*be, {opt}, task_ptrs, n);
+      const auto curves = eval_command(cfg, load_params(params_path), eval_steps);
       fs::create_directories(out_dir);
-      write_file_atomic((fs::path(out_dir) / "curves.csv").string(), csv_curve(curves));
+      write_file_atomic((fs::path(out_dir) / "curves.csv").string(), eval_curves_csv(curves));
       const CurveStats cs = summarise_curves(curves);
       std::cerr << "[ml2o] eval over " << cfg.eval.seeds << " seeds: start " << cs.start_mean << ", final "
                 << cs.final_mean << " +- " << cs.final_std << "; wrote " << out_dir << "/curves.csv\n";
@@ -241,31 +190,9 @@ int main(int argc, char** argv) {
     }
     if (*base_cmd) {
       const Config cfg = load_with_overrides(config_path, backend);
-      BaselineSpec spec;
-      parse_baseline(opt_s, &spec.kind);
-      spec.lr = lr;
-      spec.momentum = cfg.baselines.momentum;
-      Task<float> task;
-      if (task_role == "eval") task = test_task(cfg, seed_index);
-      else if (task_role == "adapt") task = adapt_task(cfg, AdaptSource::adapt, seed_index);
-      else {
-        if (cfg.train.tasks.empty())
-          throw ConfigError(cfg.path + ": --task train needs a [[train.task]] in the config");
-        TaskSpec s = cfg.train.tasks[0];
-        s.seed += uint64_t(seed_index);
-        task = sample_task<float>(s);
-      }
-      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task.spec.family != Family::lasso)
-        throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
-                          " task of " + cfg.path + " is " + family_name(task.spec.family));
-      auto be = make_backend(cfg.run.backend);
-      const auto curve = be->run_baseline(spec, task, steps);
+      const auto curve = baseline_command(cfg, opt_s, lr, steps, task_role, seed_index);
       fs::create_directories(out_dir);
-      std::ostringstream os;
-      os.precision(9);
-      os << "step,objective\n";
-      for (size_t t = 0; t < curve.size(); ++t) os << t << ',' << curve[t] << '\n';
-      write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), os.str());
+      write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), baseline_csv(curve));
       std::cerr << "[ml2o] " << opt_s << " for " << steps << " steps: " << curve.front() << " -> "
                 << curve.back() << "; wrote " << out_dir << "/baseline.csv\n";
       return 0;

@@ -670,7 +670,9 @@ Config parse_config(const std::string& text, const std::string& source_name) {
     throw ConfigError(source_name + ":" + std::to_string(line) + ":" + std::to_string(col) +
                       ": TOML syntax error: " + desc);
   }
-  return parse_document(doc, source_name);
+  Config cfg = parse_document(doc, source_name);
+  cfg.text = text;
+  return cfg;
 }
 
 Config load_config(const std::string& path) {

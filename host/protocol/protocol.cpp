@@ -87,7 +87,6 @@ void check_interrupt(const std::string& where) {
 void claim_run_dir(const Config& cfg, const RunOptions& opts) {
   const fs::path out(opts.out_dir);
   const fs::path saved_cfg = out / "config.toml";
-  const std::string cfg_text = read_file(cfg.path);
   if (fs::exists(out) && !fs::is_directory(out))
     throw IoError(out.string() + " exists and is not a directory");
   if (fs::exists(saved_cfg)) {
@@ -102,7 +101,7 @@ void claim_run_dir(const Config& cfg, const RunOptions& opts) {
     throw ConfigError(out.string() + " is not empty and holds no ml2o run; choose another --out");
   }
   fs::create_directories(out / "parts");
-  if (!fs::exists(saved_cfg)) write_file_atomic(saved_cfg.string(), cfg_text);
+  if (!fs::exists(saved_cfg)) write_file_atomic(saved_cfg.string(), cfg.text);
 }
 
 nlohmann::json training_summary(const TrainerState& st, const std::string& params) {

@@ -19,7 +19,8 @@ struct ConfigError : FormatError {
 };
 
 struct Config {
-  std::string path;  // the file it came from
+  std::string path;  // the file it came from (or the name of the text it was parsed from)
+  std::string text;  // that TOML text, kept as a run's config.toml
   RunConfig run;
   OptimizerHyper optimizer;
   TrainConfig train;
