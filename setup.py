@@ -55,4 +55,5 @@ setup(
     ext_modules=[CMakeExtension("ml2o._core")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,
+    options={"build": {"build_base": "build-python/setuptools"}},
 )
