@@ -266,9 +266,9 @@ PYBIND11_MODULE(_core, m) {
   // ---- a learned optimizer on the user's arrays ----------------------------------------------
   m.def("step", [](const LearnedOptimizer& opt, const py::object& params, const py::object& grads,
                    const py::object& state, int64_t k) {
-    const py::array x = checked_f32(params, "params", true);
+    py::array x = checked_f32(params, "params", true);
     const py::array g = checked_f32(grads, "grads", false);
-    const py::array s = checked_f32(state, "state", true);
+    py::array s = checked_f32(state, "state", true);
     if (x.ndim() != g.ndim() || !std::equal(x.shape(), x.shape() + x.ndim(), g.shape()))
       throw py::value_error("grads: shape " + shape_of(g) + " does not match params' " + shape_of(x));
     if (s.ndim() != 2 || s.shape(0) != x.size() || s.shape(1) != kCoordStateFloats)

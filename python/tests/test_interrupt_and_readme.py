@@ -15,6 +15,7 @@ cfg = ml2o.load_config({
     "run": {"backend": "cpu"},
     "train": {"max_epochs": 100000, "curriculum": [1000], "eval_every": 100000,
               "task": [{"family": "lasso", "dim": 3, "instances": 4}]},
+    "eval": {"task": {"family": "lasso", "dim": 3, "instances": 4}},
 })
 print("started", flush=True)
 try:

@@ -10,6 +10,7 @@ import ml2o.torch
 
 LASSO = {
     "run": {"seed": 3, "backend": "cpu"},
+    "arms": {"direct_transfer": False, "transfer_learning": False, "ml2o": False},
     "eval": {"steps": 100, "seeds": 1,
              "task": {"family": "lasso", "dim": 10, "instances": 8, "sigma": 1.0, "lam": 0.005}},
 }
