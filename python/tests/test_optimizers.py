@@ -61,7 +61,7 @@ def test_numpy_optimizer_reproduces_the_engines_trajectory(lasso, arch):
         opt.step(x, lasso_grad(task, x).astype(np.float32))
         got.append(lasso_mean_objective(task, x))
     assert engine[-1] < 0.9 * engine[0] or arch == "dmlstm"  # it moves (the check is not vacuous)
-    np.testing.assert_allclose(got, engine, rtol=2e-4)
+    np.testing.assert_allclose(got, engine, rtol=1e-5)
 
 
 def test_torch_optimizer_reproduces_the_engines_trajectory(lasso):
@@ -79,7 +79,7 @@ def test_torch_optimizer_reproduces_the_engines_trajectory(lasso):
         loss.backward()
         opt.step()
     got.append(model().item() / n)
-    np.testing.assert_allclose(got, engine, rtol=2e-4)
+    np.testing.assert_allclose(got, engine, rtol=1e-5)
 
 
 def test_torch_state_dict_resumes_exactly(lasso):
