@@ -248,13 +248,26 @@ class LearnedOptimizer:
               beta1=0.9, beta2=0.999, eps=1e-8):
         """K adaptation steps of the weights on your problem (M-L2O's test-time adaptation).
 
-        objective(x) takes a float32 vector and returns (loss, grad). Each step is an Adam update
+        objective(x) takes a float32 numpy vector and returns (loss, grad), as numbers and arrays
+        or as torch tensors (a grad that requires grad is detached). Each step is an Adam update
         of the weights from the meta-gradient of an `unroll`-step run of this optimizer from the
         current point (the gradient treated as a constant input: only grad is needed); runs
         restart from x0 every `trajectory` steps. Returns a new LearnedOptimizer; .skipped counts
         non-finite updates that were skipped."""
         x0 = np.ascontiguousarray(np.asarray(x0, dtype=np.float32).ravel())
-        w, skipped = _core.adapt_external(self._w, x0, objective, int(K), float(lr), float(beta1),
+
+        def plain(x):  # torch results as numbers and numpy arrays
+            r = objective(x)
+            if isinstance(r, tuple) and len(r) == 2:
+                loss, grad = r
+                if hasattr(loss, "detach"):
+                    loss = loss.detach().cpu().item()
+                if hasattr(grad, "detach"):
+                    grad = grad.detach().cpu().numpy()
+                return loss, grad
+            return r
+
+        w, skipped = _core.adapt_external(self._w, x0, plain, int(K), float(lr), float(beta1),
                                           float(beta2), float(eps), int(unroll), int(trajectory))
         opt = LearnedOptimizer(w)
         opt.skipped = skipped

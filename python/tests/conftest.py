@@ -71,5 +71,5 @@ def trained_params(tmp_path_factory):
     """An M-L2O optimizer pretrained on small LASSO tasks (the README example's config): seconds."""
     import ml2o
     out = tmp_path_factory.mktemp("trained")
-    ml2o.train(REPO / "configs" / "python-example.toml", out=out, method="ml2o")
+    ml2o.train(REPO / "configs" / "python-quick.toml", out=out, method="ml2o")
     return str(out / "ml2o.params")

@@ -116,8 +116,12 @@ def test_adaptation_on_a_user_objective_changes_the_weights_and_is_deterministic
         x = x.reshape(task["x0"].shape)
         return lasso_mean_objective(task, x) * n, lasso_grad(task, x)
 
+    def torch_objective(x):  # the same, returning torch tensors
+        loss, grad = objective(x)
+        return torch.tensor(loss, dtype=torch.float64, requires_grad=True), torch.from_numpy(grad)
+
     a = start.adapt(objective, task["x0"], K=3, unroll=5, trajectory=10)
-    b = start.adapt(objective, task["x0"], K=3, unroll=5, trajectory=10)
+    b = start.adapt(torch_objective, task["x0"], K=3, unroll=5, trajectory=10)
     assert np.array_equal(a.weights, b.weights)
     assert not np.array_equal(a.weights, start.weights)
     assert a.skipped == 0
