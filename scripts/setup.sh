@@ -2,7 +2,8 @@
 # Installs the Debian packages ml2o builds with, only those missing (one apt-get update, then install).
 set -euo pipefail
 packages=(cmake g++ make pkg-config libgtest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-          libomp-dev gnuplot-nox zlib1g-dev python3-sklearn openmpi-bin libopenmpi-dev)
+          libomp-dev gnuplot-nox zlib1g-dev python3-sklearn openmpi-bin libopenmpi-dev
+          pybind11-dev python3-dev python3-venv python3-numpy python3-torch python3-pytest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command (2) of the README: set up, build and run every test (GPU tests skip without a device),
-# then the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# the Python package's tests (scripts/test_python.sh), then the CPU tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
 # ML2O_SANITIZE_STAGE=0 skips the sanitizer stage (for a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +9,12 @@ bash scripts/setup.sh
 jobs=$(nproc)
 start=$SECONDS
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+# ML2O_PYTHON=ON: the same build also makes the Python extension (the engine compiles once).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DML2O_PYTHON=ON -DPython_EXECUTABLE=/usr/bin/python3
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 echo "test.sh: release build and tests passed in $((SECONDS - start)) s"
+bash scripts/test_python.sh build
 
 if [ "${ML2O_SANITIZE_STAGE:-1}" != 0 ]; then
   # Without MPI: OpenMPI's own allocations would read as leaks; the MPI tests run in the stage above.

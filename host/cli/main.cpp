@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ml2o/backend.hpp"
+#include "ml2o/commands.hpp"
 #include "ml2o/config.hpp"
 #include "ml2o/dist.hpp"
 #include "ml2o/meta.hpp"
@@ -70,13 +71,6 @@ std::string unknown_subcommand(int argc, char** argv) {
   return "";
 }
 
-// Params must be of the config's learned optimizer.
-void require_arch(const LearnedOptimizer& opt, const std::string& params_path, const Config& cfg) {
-  if (opt.hyper.arch != cfg.optimizer.arch)
-    throw ConfigError(params_path + ": params are " + arch_name(opt.hyper.arch) + " but " + cfg.path +
-                      " sets optimizer.arch = " + arch_name(cfg.optimizer.arch));
-}
-
 // A command's every result is non-finite: a divergence (exit 4), not a success.
 void require_some_finite(const std::vector<std::vector<double>>& curves, const std::string& what) {
   for (const auto& c : curves)
@@ -99,29 +93,6 @@ std::string join_args(int argc, char** argv) {
   return s;
 }
 
-// In a distributed run rank 0 alone claims --out (the lock would refuse the other ranks); a rank
-// that fails stops every rank (main).
-std::optional<OutputClaim> claim_on_root(const std::function<OutputClaim()>& claim) {
-  std::optional<OutputClaim> held;
-  if (dist::root()) held.emplace(claim());
-  return held;
-}
-
-Config load_with_overrides(const std::string& path, const ConfigOverrides& overrides) {
-  Config cfg = load_config(path);
-  overrides.apply(cfg);
-  return cfg;
-}
-
-// A saved optimizer to use under a config: same architecture, and the config's output scale
-// (params files do not record it).
-LearnedOptimizer load_params_for(const std::string& params_path, const Config& cfg) {
-  LearnedOptimizer opt = load_params(params_path);
-  require_arch(opt, params_path, cfg);
-  opt.hyper.output_scale = cfg.optimizer.output_scale;
-  return opt;
-}
-
 // "0,1,2" -> {0, 1, 2}; the seeds must be distinct integers in train.seed's range.
 std::vector<uint64_t> parse_train_seeds(const std::string& text) {
   std::vector<uint64_t> seeds;
@@ -139,15 +110,6 @@ std::vector<uint64_t> parse_train_seeds(const std::string& text) {
   }
   if (seeds.empty()) throw ConfigError("--train-seeds: give at least one seed, e.g. 0,1,2");
   return seeds;
-}
-
-std::string csv_curve(const std::vector<std::vector<double>>& curves) {
-  std::ostringstream os;
-  os << "seed,step,objective\n";
-  os.precision(9);
-  for (size_t s = 0; s < curves.size(); ++s)
-    for (size_t t = 0; t < curves[s].size(); ++t) os << s << ',' << t << ',' << curves[s][t] << '\n';
-  return os.str();
 }
 
 int cmd_info() {
@@ -326,50 +288,31 @@ int cli_main(int argc, char** argv) {
     if (*run) {
       const Config cfg = load_with_overrides(run_config, overrides);
       require_same_start(cfg, argc, argv);
-      check_fits_in_memory(cfg);
-      const auto claim = claim_on_root([&] { return OutputClaim::directory(out_dir, "run", true, resume); });
-      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      run_protocol(cfg, opts);
+      run_command(cfg, RunOptions{out_dir, resume, ckpt_every, "", overrides});
       return 0;
     }
     if (*sweep) {
       const std::vector<uint64_t> seeds = parse_train_seeds(train_seeds_s);
       const Config cfg = load_with_overrides(sweep_config, overrides);
-      check_fits_in_memory(cfg);
-      const OutputClaim claim = OutputClaim::directory(out_dir, "sweep", true, resume);
-      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      run_sweep(cfg, seeds, opts);
+      sweep_command(cfg, seeds, RunOptions{out_dir, resume, ckpt_every, "", overrides});
       return 0;
     }
     if (*train_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
       require_same_start(cfg, argc, argv);
-      if (cfg.train.tasks.empty())
-        throw ConfigError(cfg.path + ": key 'train.task': training needs at least one [[train.task]]");
-      check_train_fits(cfg);
       LearnedOptimizer init;
-      if (!init_path.empty()) {
-        init = load_params(init_path);
-        require_arch(init, "--init " + init_path, cfg);
-      }
-      const auto claim =
-          claim_on_root([&] { return OutputClaim::directory(out_dir, "train " + method_s, true, resume); });
-      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
-      Progress progress;
-      RunOptions opts{out_dir, resume, ckpt_every, "", overrides};
-      run_training(cfg, *be, method_s == "l2o" ? Method::l2o : Method::ml2o, opts, progress,
-                   init_path.empty() ? nullptr : &init);
+      if (!init_path.empty()) init = load_params(init_path);
+      train_command(cfg, method_s == "l2o" ? Method::l2o : Method::ml2o, init_path.empty() ? nullptr : &init,
+                    RunOptions{out_dir, resume, ckpt_every, "", overrides});
       return 0;
     }
     if (*adapt_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
-      check_adapt_fits(cfg);
-      const LearnedOptimizer start = load_params_for(params_path, cfg);
+      const LearnedOptimizer start = load_params(params_path);
       const OutputClaim claim = OutputClaim::file(out_file);
-      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
-      const AdaptSource src = source_s == "test" ? AdaptSource::test : AdaptSource::adapt;
-      const auto task = be->upload(adapt_task(cfg, src, seed_index));
-      const AdaptResult r = adapt(*be, adapt_plan(cfg), start, {task.get()}, K).front();
+      const AdaptResult r = adapt_command(cfg, start, params_path, K,
+                                          source_s == "test" ? AdaptSource::test : AdaptSource::adapt,
+                                          seed_index);
       if (K > 0 && r.skipped == K)
         throw DivergenceError("adaptation diverged: all " + std::to_string(K) +
                               " updates were non-finite and skipped; lower adapt.lr (nothing was written)");
@@ -380,19 +323,10 @@ int cli_main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
-      const int n = eval_steps > 0 ? eval_steps : cfg.eval.steps;
-      check_eval_fits(cfg, n, eval_steps > 0 ? "--steps" : "eval.steps");
-      const LearnedOptimizer opt = load_params_for(params_path, cfg);
+      const LearnedOptimizer opt = load_params(params_path);
       const OutputClaim claim = OutputClaim::directory(out_dir, "eval", false, false);
-      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
-      std::vector<std::unique_ptr<BackendTask>> tasks;
-      std::vector<const BackendTask*> task_ptrs;
-      for (int s = 0; s < cfg.eval.seeds; ++s) {
-        tasks.push_back(be->upload(test_task(cfg, s)));
-        task_ptrs.push_back(tasks.back().get());
-      }
-      const auto curves = evaluate(*be, {opt}, task_ptrs, n);
-      write_file_atomic((fs::path(out_dir) / "curves.csv").string(), csv_curve(curves));
+      const auto curves = eval_command(cfg, opt, params_path, eval_steps);
+      write_file_atomic((fs::path(out_dir) / "curves.csv").string(), eval_curves_csv(curves));
       const CurveStats cs = summarise_curves(curves);
       std::cerr << "[ml2o] eval over " << cfg.eval.seeds << " seeds: start " << cs.start_mean << ", final "
                 << cs.final_mean << " +- " << cs.final_std << "; wrote " << out_dir << "/curves.csv\n";
@@ -401,32 +335,9 @@ int cli_main(int argc, char** argv) {
     }
     if (*base_cmd) {
       const Config cfg = load_with_overrides(config_path, overrides);
-      BaselineSpec spec;
-      parse_baseline(opt_s, &spec.kind);
-      spec.lr = lr;
-      spec.momentum = cfg.baselines.momentum;
-      TaskSpec task_spec;
-      if (task_role == "eval") task_spec = seed_offset_spec(cfg.eval.task, seed_index);
-      else if (task_role == "adapt") task_spec = seed_offset_spec(cfg.adapt.task, seed_index);
-      else {
-        if (cfg.train.tasks.empty())
-          throw ConfigError(cfg.path + ": --task train needs a [[train.task]] in the config");
-        task_spec = cfg.train.tasks[0];
-        task_spec.seed += uint64_t(seed_index);
-      }
-      if ((spec.kind == BaselineKind::ista || spec.kind == BaselineKind::fista) && task_spec.family != Family::lasso)
-        throw ConfigError(std::string("--optimizer ") + opt_s + ": needs a lasso task, but the " + task_role +
-                          " task of " + cfg.path + " is " + family_name(task_spec.family));
-      check_baseline_fits(cfg, task_spec, steps);
       const OutputClaim claim = OutputClaim::directory(out_dir, "baseline", false, false);
-      const Task<float> task = sample_task<float>(task_spec);
-      auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
-      const auto curve = be->run_baseline(spec, task, steps);
-      std::ostringstream os;
-      os.precision(9);
-      os << "step,objective\n";
-      for (size_t t = 0; t < curve.size(); ++t) os << t << ',' << curve[t] << '\n';
-      write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), os.str());
+      const auto curve = baseline_command(cfg, opt_s, lr, steps, task_role, seed_index);
+      write_file_atomic((fs::path(out_dir) / "baseline.csv").string(), baseline_csv(curve));
       std::cerr << "[ml2o] " << opt_s << " for " << steps << " steps: " << curve.front() << " -> "
                 << curve.back() << "; wrote " << out_dir << "/baseline.csv\n";
       require_some_finite({curve}, "the baseline " + opt_s);

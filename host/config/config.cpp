@@ -803,7 +803,8 @@ Config parse_config(const std::string& text, const std::string& source_name) {
     throw ConfigError(source_name + ":" + std::to_string(line) + ":" + std::to_string(col) +
                       ": TOML syntax error: " + desc);
   }
-  return parse_document(doc, source_name);
+  Config cfg = parse_document(doc, source_name);
+  return cfg;
 }
 
 namespace {

@@ -19,7 +19,7 @@ struct ConfigError : FormatError {
 };
 
 struct Config {
-  std::string path;  // the file it came from
+  std::string path;  // the file it came from (or the name of the text it was parsed from)
   RunConfig run;
   OptimizerHyper optimizer;
   TrainConfig train;
