@@ -1,9 +1,12 @@
-// The CPU backend: the reference math (unroll_cpu, hvp_dual, run_baseline_cpu) over state held in
-// host memory. Its objects are plain host data, so reads and writes are copies.
+// The CPU backend: state held in host memory; unrolls by the fast float path (fast_unroll.hpp,
+// checked against unroll_cpu<float> by tests/test_cpu_fast.cpp), Hessian-vector products and
+// baselines by the reference math (hvp_dual, run_baseline_cpu). Its objects are plain host data,
+// so reads and writes are copies.
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "fast_unroll.hpp"
 #include "ml2o/backend.hpp"
 #include "ml2o/unroll.hpp"
 
@@ -86,9 +89,13 @@ void CpuVector::assign(const BackendVector& from) {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
-  std::string device() const override { return "CPU reference (OpenMP)"; }
+  std::string device() const override {
+    return "CPU (OpenMP, fast float unroll: " + cpu_fast::isa() + ")";
+  }
   BackendCaps caps() const override {
-    return BackendCaps{HvpSupport::device, "Hessian-vector products by Dual<double> forward-over-reverse"};
+    return BackendCaps{HvpSupport::device,
+                       "unrolls by the tiled " + cpu_fast::isa() +
+                           " float path; Hessian-vector products by Dual<double> forward-over-reverse"};
   }
 
   std::unique_ptr<BackendTask> upload(const Task<float>& task) override {
@@ -108,7 +115,9 @@ class CpuBackend final : public Backend {
       auto& traj = mine<CpuTrajectory>(*it.traj);
       const auto& task = mine<const CpuTask>(*it.task);
       if (&traj.task() != it.task) throw std::logic_error("cpu backend: trajectory of another task");
-      auto r = unroll_cpu(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T, mode);
+      // Every GradMode runs on the fast path (the scalar unroll_cpu is its test oracle).
+      auto r = cpu_fast::unroll(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T,
+                                mode, workspace_);
       if (mode != GradMode::none) {
         if (!it.grad) throw std::logic_error("cpu backend: a meta-gradient unroll needs a grad vector");
         mine<CpuVector>(*it.grad).v = std::move(r.grad);
@@ -154,6 +163,9 @@ class CpuBackend final : public Backend {
                                    int steps) override {
     return run_baseline_cpu(spec, task, steps);
   }
+
+ private:
+  cpu_fast::Workspace workspace_;  // the fast unroll's buffers, reused across calls
 };
 
 }  // namespace
