@@ -3,6 +3,7 @@
 // baselines by the reference math (hvp_dual, run_baseline_cpu). Its objects are plain host data,
 // so reads and writes are copies.
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -86,16 +87,30 @@ void CpuVector::assign(const BackendVector& from) {
   v = f.v;
 }
 
+// ML2O_CPU_UNROLL (docs/cpu.md) picks the unroll: auto (default: the widest instruction set the
+// CPU runs), avx512, avx2, generic, or reference (the scalar unroll_cpu<float>, for comparisons).
+std::string unroll_choice() {
+  const char* env = std::getenv("ML2O_CPU_UNROLL");
+  const std::string v = env && *env ? env : "auto";
+  if (v == "reference") return v;
+  try {
+    cpu_fast::set_isa(v);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL: " + std::string(e.what()) +
+                                " (or reference)");
+  }
+  return cpu_fast::isa();
+}
+
 class CpuBackend final : public Backend {
  public:
+  CpuBackend() : unroll_(unroll_choice()) {}
   std::string name() const override { return "cpu"; }
-  std::string device() const override {
-    return "CPU (OpenMP, fast float unroll: " + cpu_fast::isa() + ")";
-  }
+  std::string device() const override { return "CPU (OpenMP, " + unroll_name() + ")"; }
   BackendCaps caps() const override {
     return BackendCaps{HvpSupport::device,
-                       "unrolls by the tiled " + cpu_fast::isa() +
-                           " float path; Hessian-vector products by Dual<double> forward-over-reverse"};
+                       "unrolls by the " + unroll_name() +
+                           "; Hessian-vector products by Dual<double> forward-over-reverse"};
   }
 
   std::unique_ptr<BackendTask> upload(const Task<float>& task) override {
@@ -116,8 +131,10 @@ class CpuBackend final : public Backend {
       const auto& task = mine<const CpuTask>(*it.task);
       if (&traj.task() != it.task) throw std::logic_error("cpu backend: trajectory of another task");
       // Every GradMode runs on the fast path (the scalar unroll_cpu is its test oracle).
-      auto r = cpu_fast::unroll(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T,
-                                mode, workspace_);
+      auto r = unroll_ == "reference"
+                   ? unroll_cpu(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T, mode)
+                   : cpu_fast::unroll(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t,
+                                      T, mode, workspace_);
       if (mode != GradMode::none) {
         if (!it.grad) throw std::logic_error("cpu backend: a meta-gradient unroll needs a grad vector");
         mine<CpuVector>(*it.grad).v = std::move(r.grad);
@@ -165,6 +182,10 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  std::string unroll_name() const {
+    return unroll_ == "reference" ? "scalar reference unroll" : "tiled " + unroll_ + " float unroll";
+  }
+  std::string unroll_;             // "reference" or the fast path's instruction set
   cpu_fast::Workspace workspace_;  // the fast unroll's buffers, reused across calls
 };
 
