@@ -77,6 +77,7 @@ int cmd_info() {
                                                       " (built without CUDA)"
 #endif
                                                       )
+            << "\ncpu backend: " << make_cpu_backend()->device()  // ML2O_CPU_UNROLL, checked
             << "\nOpenMP threads: " << omp_get_max_threads() << "\n";
   return 0;
 }
