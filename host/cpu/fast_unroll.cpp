@@ -238,7 +238,15 @@ UnrollResult<float> unroll(const OptimizerHyper& hyper, const std::vector<float>
   const float inv_n = 1.0f / float(double(N));
 
   // Buffers sized here, outside the parallel region: nothing is allocated once they are warm.
-  const int nt = int(std::min<int64_t>(threads > 0 ? threads : omp_get_max_threads(), p.groups));
+  // Default thread count: OpenMP's, but one thread per kMinStepsPerThread coordinate-steps at most:
+  // below ~2 ms of work a fork-join costs more than it saves on a shared machine (a descheduled
+  // thread stalls the barrier). Results do not depend on it.
+  constexpr int64_t kMinStepsPerThread = 2048;
+  const int64_t work = N * d * std::max(T, 1);
+  const int64_t want = threads > 0 ? threads
+                                   : std::min<int64_t>(omp_get_max_threads(),
+                                                       std::max<int64_t>(1, work / kMinStepsPerThread));
+  const int nt = int(std::min<int64_t>(want, p.groups));
   if (ws.threads.size() < size_t(nt)) ws.threads.resize(nt);
   for (int i = 0; i < nt; ++i) {
     Workspace::PerThread& pt = ws.threads[i];

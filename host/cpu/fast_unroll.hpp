@@ -50,7 +50,8 @@ void set_isa(const std::string& isa);
 std::string isa();                       // the one in use
 std::vector<std::string> runnable_isas();  // generic first
 
-// unroll_cpu<float>'s contract (all GradModes). threads = 0: OpenMP's default.
+// unroll_cpu<float>'s contract (all GradModes). threads = 0: OpenMP's default, fewer for small
+// calls (one thread per 2,048 coordinate-steps at most); results are the same for any count.
 UnrollResult<float> unroll(const OptimizerHyper& hyper, const std::vector<float>& w,
                            const TaskView<float>& task, Trajectory<float>& traj, int T,
                            GradMode mode, Workspace& ws, int threads = 0);
