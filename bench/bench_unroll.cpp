@@ -13,6 +13,8 @@
 // shapes and the long evaluation run both unroll kernels (`kernel`: v1, v2; v2 uses v1's kernels
 // for d > 128); the paper-size meta-iterations run v2 with and without CUDA graphs and v1 with
 // them (`graphs`). Without a CUDA device (or build) `--backend cuda` prints a message and exits 0.
+// On the CPU, `device` names the unroll path: the tiled SIMD float path and its instruction set
+// (docs/cpu.md); `ML2O_CPU_UNROLL=reference bench_unroll --backend cpu` times the scalar reference.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
