@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <sstream>
@@ -275,6 +276,29 @@ TEST(CpuFastBackend, UnrollIsTheFastPath) {
   EXPECT_EQ(0, std::memcmp(rb.grad.data(), rf.grad.data(), rb.grad.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(tb.x.data(), tf.x.data(), tf.x.size() * sizeof(float)));
   EXPECT_NE(be->device().find(cpu_fast::isa()), std::string::npos) << be->device();
+}
+
+// ML2O_CPU_UNROLL: a bad value is rejected naming the allowed ones; "reference" is the scalar path.
+TEST(CpuFastBackend, UnrollChoiceFromTheEnvironment) {
+  ::setenv("ML2O_CPU_UNROLL", "sse9", 1);
+  try {
+    make_cpu_backend();
+    ADD_FAILURE() << "ML2O_CPU_UNROLL=sse9 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("allowed: auto, avx512, avx2, generic, reference"), std::string::npos)
+        << e.what();
+  }
+  ::setenv("ML2O_CPU_UNROLL", "reference", 1);
+  const Case c{D, QU, 7, 5, 4, SD, 81, 1};
+  const Inputs in = inputs_of(c);
+  auto be = make_cpu_backend();
+  EXPECT_NE(be->device().find("reference"), std::string::npos) << be->device();
+  Trajectory<float> tb = in.start, tr = in.start;
+  const auto rb = unroll_once(*be, in.hyper, in.w, in.task, tb, c.T, c.mode);
+  const auto rr = unroll_cpu(in.hyper, in.w, view_of(in.task), tr, c.T, c.mode);
+  EXPECT_EQ(0, std::memcmp(rb.grad.data(), rr.grad.data(), rr.grad.size() * sizeof(float)));
+  ::unsetenv("ML2O_CPU_UNROLL");
+  cpu_fast::set_isa("auto");
 }
 
 TEST(CpuFastIsa, UnknownOrUnrunnableNamesAreRejected) {

@@ -65,6 +65,7 @@ std::string csv_curve(const std::vector<std::vector<double>>& curves) {
 }
 
 int cmd_info() {
+  const std::string cpu_backend = make_cpu_backend()->device();  // checks ML2O_CPU_UNROLL first
   std::cout << "ml2o " << engine_version() << "\n\nlearned optimizers (parameters):\n";
   for (Arch a : {Arch::rnnprop, Arch::dmlstm})
     std::cout << "  " << arch_name(a) << "  " << param_count(a) << "\n";
@@ -77,7 +78,7 @@ int cmd_info() {
                                                       " (built without CUDA)"
 #endif
                                                       )
-            << "\ncpu backend: " << make_cpu_backend()->device()  // ML2O_CPU_UNROLL, checked
+            << "\ncpu backend: " << cpu_backend
             << "\nOpenMP threads: " << omp_get_max_threads() << "\n";
   return 0;
 }

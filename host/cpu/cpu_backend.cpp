@@ -93,11 +93,13 @@ std::string unroll_choice() {
   const char* env = std::getenv("ML2O_CPU_UNROLL");
   const std::string v = env && *env ? env : "auto";
   if (v == "reference") return v;
+  if (v != "auto" && v != "avx512" && v != "avx2" && v != "generic")
+    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL: unknown value '" + v +
+                                "' (allowed: auto, avx512, avx2, generic, reference)");
   try {
     cpu_fast::set_isa(v);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL: " + std::string(e.what()) +
-                                " (or reference)");
+    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL=" + v + ": " + e.what());
   }
   return cpu_fast::isa();
 }
