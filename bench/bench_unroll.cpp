@@ -14,6 +14,8 @@
 // kernels for d > 128; v3-lab is the unverified lab forward of kernels/lab/ with v2's backward);
 // the paper-size meta-iterations run v2 with and without CUDA graphs and v1 with
 // them (`graphs`). Without a CUDA device (or build) `--backend cuda` prints a message and exits 0.
+// On the CPU, `device` names the unroll path: the tiled SIMD float path and its instruction set
+// (docs/cpu.md); `ML2O_CPU_UNROLL=reference bench_unroll --backend cpu` times the scalar reference.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

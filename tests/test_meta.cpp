@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "../host/cpu/fast_unroll.hpp"
 #include "ml2o/io.hpp"
 #include "ml2o/meta.hpp"
 #include "ml2o/protocol.hpp"
@@ -102,8 +103,10 @@ TEST(Trainer, Ml2oStepEqualsTheReferenceTemplate) {
     for (size_t i = 0; i < cfg.train.tasks.size(); ++i) {
       const Task<float> task = sample_task<float>(training_batch_spec(cfg.train.tasks[i], 0, i, 0));
       Trajectory<float> traj = start_trajectory(task.x0);
+      // the CPU backend's unroll (its fast path; tests/test_cpu_fast.cpp checks it against unroll_cpu)
+      cpu_fast::Workspace ws;
       auto unroll_fn = [&](const std::vector<float>& w, Trajectory<float>& tr, int n, GradMode m) {
-        return unroll_cpu(cfg.optimizer, w, view_of(task), tr, n, m);
+        return cpu_fast::unroll(cfg.optimizer, w, view_of(task), tr, n, m, ws);
       };
       auto hvp_fn = [&](const std::vector<float>& w, const Trajectory<float>& tr, int n,
                         const std::vector<float>& v) {

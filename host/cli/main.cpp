@@ -113,6 +113,7 @@ std::vector<uint64_t> parse_train_seeds(const std::string& text) {
 }
 
 int cmd_info() {
+  const std::string cpu_backend = make_cpu_backend()->device();  // checks ML2O_CPU_UNROLL first
   std::cout << "ml2o " << engine_version() << "\n\nlearned optimizers (parameters):\n";
   for (Arch a : {Arch::rnnprop, Arch::dmlstm})
     std::cout << "  " << arch_name(a) << "  " << param_count(a) << "\n";
@@ -125,6 +126,7 @@ int cmd_info() {
                                                       " (built without CUDA)"
 #endif
                                                       )
+            << "\ncpu backend: " << cpu_backend
             << "\nOpenMP threads: " << omp_get_max_threads() << "\n";
   return 0;
 }

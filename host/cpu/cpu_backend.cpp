@@ -1,16 +1,22 @@
-// The CPU backend: the reference math (unroll_cpu, hvp_dual, run_baseline_cpu) over state held in
-// host memory. Its objects are plain host data, so reads and writes are copies.
+// The CPU backend: state held in host memory; unrolls by the fast float path (fast_unroll.hpp,
+// checked against unroll_cpu<float> by tests/test_cpu_fast.cpp) or, for the mlp family and with
+// ML2O_CPU_UNROLL=reference, the scalar reference unroll_cpu; Hessian-vector products and
+// baselines by the reference math (hvp_dual, run_baseline_cpu). Its objects are plain host data,
+// so reads and writes are copies.
 //
 // In a distributed run (dist.hpp) every rank holds every task and full-size trajectories, but
-// advances only the coordinates of its own chunks of each task; the per-chunk partial sums are
-// all-gathered and added in chunk order, so losses and gradients are those of one process. A
-// trajectory's other chunks are stale on this rank until read() collects them from their owners.
+// advances only the coordinates of its own work units of each task (the fast path's groups, or
+// the reference's chunks); the per-unit partial sums are all-gathered and added in unit order, so
+// losses and gradients are those of one process. A trajectory's other units are stale on this rank
+// until read() collects them from their owners.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "fast_unroll.hpp"
 #include "ml2o/backend.hpp"
 #include "ml2o/dist.hpp"
 #include "ml2o/unroll.hpp"
@@ -21,9 +27,33 @@ namespace {
 
 class CpuTask final : public BackendTask {
  public:
-  explicit CpuTask(const Task<float>& t) : BackendTask(t.spec), data(t) {}
+  CpuTask(const Task<float>& t, bool fast_unroll) : BackendTask(t.spec), data(t), fast(fast_unroll) {}
   Task<float> data;
+  bool fast;  // unrolled by the fast path (else by the scalar reference)
 };
+
+// A task's instances cut into the work units that ranks own and partial sums cover: the fast
+// path's groups, or the reference unroll's chunks. Fixed by the task's shape alone.
+struct WorkUnits {
+  bool fast = false;
+  int dim = 0;
+  int64_t instances = 0, count = 0;
+  std::pair<int64_t, int64_t> instances_of(int64_t u) const {  // [begin, end)
+    if (fast) return cpu_fast::group_instances(dim, instances, u);
+    const int64_t per = instances_per_chunk(dim);
+    return {std::min(instances, u * per), std::min(instances, (u + 1) * per)};
+  }
+};
+
+WorkUnits reference_units(const TaskSpec& s) {
+  return {false, s.dim, s.instances, chunk_count(s.instances, s.dim)};
+}
+
+WorkUnits work_units(const CpuTask& t) {
+  const TaskSpec& s = t.spec();
+  return t.fast ? WorkUnits{true, s.dim, s.instances, cpu_fast::group_count(s.dim, s.instances)}
+                : reference_units(s);
+}
 
 class CpuTrajectory final : public BackendTrajectory {
  public:
@@ -85,8 +115,6 @@ void CpuTrajectory::assign(const BackendTrajectory& from) {
   t = f.t;
 }
 
-// This rank's chunks of a task (all of them in a single process).
-dist::Range my_chunks(const TaskSpec& spec) { return dist::my_share(chunk_count(spec.instances, spec.dim)); }
 
 template <class T> void put(std::string& out, const std::vector<T>& v) {
   static_assert(std::is_trivially_copyable_v<T>);
@@ -102,11 +130,12 @@ template <class T> void take(const std::string& in, size_t& at, std::vector<T>& 
 // Every rank's coordinates of the chunks it owns, assembled into one trajectory.
 Trajectory<float> CpuTrajectory::read() const {
   if (dist::size() == 1) return t;
-  const TaskSpec& spec = task().spec();
-  const int64_t per = instances_per_chunk(spec.dim), chunks = chunk_count(spec.instances, spec.dim);
-  auto coords = [&](dist::Range r) {
-    const int64_t c0 = std::min(spec.instances, r.begin * per) * spec.dim;
-    const int64_t c1 = std::min(spec.instances, r.end * per) * spec.dim;
+  const WorkUnits units = work_units(static_cast<const CpuTask&>(task()));
+  const int64_t chunks = units.count;
+  auto coords = [&](dist::Range r) {  // units are consecutive: their coordinates are one range
+    if (r.count() == 0) return std::pair<size_t, size_t>(0, 0);
+    const int64_t c0 = units.instances_of(r.begin).first * units.dim;
+    const int64_t c1 = units.instances_of(r.end - 1).second * units.dim;
     return std::pair<size_t, size_t>(size_t(c0), size_t(c1));
   };
   const auto [m0, m1] = coords(dist::my_share(chunks));
@@ -128,17 +157,17 @@ Trajectory<float> CpuTrajectory::read() const {
   return out;
 }
 
-// One batched call's partials from every rank, summed per item in chunk order. own[i] holds this
-// rank's chunks of item i; specs[i] is its task.
+// One batched call's partials from every rank, summed per item in unit order. own[i] holds this
+// rank's units of item i; units[i] is how its task is cut.
 template <class S>
 std::vector<UnrollResult<S>> reduce_everywhere(const std::vector<ChunkPartials<S>>& own,
-                                               const std::vector<const TaskSpec*>& specs, int T,
+                                               const std::vector<WorkUnits>& units, int T,
                                                size_t P, GradMode mode) {
   std::vector<UnrollResult<S>> out;
   if (dist::size() == 1) {
     for (size_t i = 0; i < own.size(); ++i) {
       const ChunkPartials<S>* parts[] = {&own[i]};
-      out.push_back(reduce_chunks<S>(parts, specs[i]->instances, T, P, mode));
+      out.push_back(reduce_chunks<S>(parts, units[i].instances, T, P, mode));
     }
     return out;
   }
@@ -151,7 +180,7 @@ std::vector<UnrollResult<S>> reduce_everywhere(const std::vector<ChunkPartials<S
   const std::vector<std::string> all = dist::allgather(bytes);
   std::vector<size_t> at(all.size(), 0);
   for (size_t i = 0; i < own.size(); ++i) {
-    const int64_t chunks = chunk_count(specs[i]->instances, specs[i]->dim);
+    const int64_t chunks = units[i].count;
     std::vector<ChunkPartials<S>> theirs(all.size());
     std::vector<const ChunkPartials<S>*> parts;
     for (size_t r = 0; r < all.size(); ++r) {
@@ -163,7 +192,7 @@ std::vector<UnrollResult<S>> reduce_everywhere(const std::vector<ChunkPartials<S
       take(all[r], at[r], p.grad, backward ? size_t(range.count()) * P : 0);
       parts.push_back(&p);
     }
-    out.push_back(reduce_chunks<S>(parts, specs[i]->instances, T, P, mode));
+    out.push_back(reduce_chunks<S>(parts, units[i].instances, T, P, mode));
   }
   return out;
 }
@@ -174,17 +203,37 @@ void CpuVector::assign(const BackendVector& from) {
   v = f.v;
 }
 
+// ML2O_CPU_UNROLL (docs/cpu.md) picks the unroll: auto (default: the widest instruction set the
+// CPU runs), avx512, avx2, generic, or reference (the scalar unroll_cpu<float>, for comparisons).
+std::string unroll_choice() {
+  const char* env = std::getenv("ML2O_CPU_UNROLL");
+  const std::string v = env && *env ? env : "auto";
+  if (v == "reference") return v;
+  if (v != "auto" && v != "avx512" && v != "avx2" && v != "generic")
+    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL: unknown value '" + v +
+                                "' (allowed: auto, avx512, avx2, generic, reference)");
+  try {
+    cpu_fast::set_isa(v);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("environment variable ML2O_CPU_UNROLL=" + v + ": " + e.what());
+  }
+  return cpu_fast::isa();
+}
+
 class CpuBackend final : public Backend {
  public:
+  CpuBackend() : unroll_(unroll_choice()) {}
   std::string name() const override { return "cpu"; }
-  std::string device() const override { return "CPU reference (OpenMP)"; }
+  std::string device() const override { return "CPU (OpenMP, " + unroll_name() + ")"; }
   BackendCaps caps() const override {
     return BackendCaps{HvpSupport::device, /*mlp_family=*/true,
-                       "Hessian-vector products by Dual<double> forward-over-reverse"};
+                       "unrolls by the " + unroll_name() +
+                           " (mlp tasks: the scalar reference); Hessian-vector products by "
+                           "Dual<double> forward-over-reverse"};
   }
 
   std::unique_ptr<BackendTask> upload(const Task<float>& task) override {
-    return std::make_unique<CpuTask>(task);
+    return std::make_unique<CpuTask>(task, unroll_ != "reference" && task.spec.family != Family::mlp);
   }
   std::unique_ptr<BackendTrajectory> trajectory(const BackendTask& task) override {
     return std::make_unique<CpuTrajectory>(mine<const CpuTask>(task));
@@ -195,23 +244,25 @@ class CpuBackend final : public Backend {
   std::vector<UnrollLoss> unroll(const OptimizerHyper& hyper, std::span<const UnrollItem> items,
                                  int T, GradMode mode) override {
     std::vector<ChunkPartials<float>> own;
-    std::vector<const TaskSpec*> specs;
+    std::vector<WorkUnits> units;
     for (const UnrollItem& it : items) {
       auto& traj = mine<CpuTrajectory>(*it.traj);
       const auto& task = mine<const CpuTask>(*it.task);
       if (&traj.task() != it.task) throw std::logic_error("cpu backend: trajectory of another task");
       if (mode != GradMode::none && !it.grad)
         throw std::logic_error("cpu backend: a meta-gradient unroll needs a grad vector");
-      const dist::Range r = my_chunks(task.spec());
-      own.push_back(unroll_chunks(hyper, mine<const CpuVector>(*it.w).v, view_of(task.data), traj.t, T,
-                                   mode, r.begin, r.end));
+      units.push_back(work_units(task));
+      const dist::Range r = dist::my_share(units.back().count);
+      const auto& w = mine<const CpuVector>(*it.w).v;
+      own.push_back(task.fast ? cpu_fast::unroll_groups(hyper, w, view_of(task.data), traj.t, T, mode,
+                                                        workspace_, r.begin, r.end)
+                              : unroll_chunks(hyper, w, view_of(task.data), traj.t, T, mode, r.begin, r.end));
       traj.t.k += T;
-      specs.push_back(&task.spec());
     }
     const size_t P = items.empty() ? 0 : items[0].w->size();
     std::vector<UnrollLoss> out;
     out.reserve(items.size());
-    std::vector<UnrollResult<float>> sums = reduce_everywhere(own, specs, T, P, mode);
+    std::vector<UnrollResult<float>> sums = reduce_everywhere(own, units, T, P, mode);
     for (size_t i = 0; i < items.size(); ++i) {
       if (items[i].w->size() != P) throw std::logic_error("cpu backend: items with weights of different sizes");
       if (mode != GradMode::none) mine<CpuVector>(*items[i].grad).v = std::move(sums[i].grad);
@@ -224,7 +275,7 @@ class CpuBackend final : public Backend {
   void hvp(const OptimizerHyper& hyper, std::span<const HvpItem> items, int T, GradMode mode) override {
     using D = Dual<double>;
     std::vector<ChunkPartials<D>> own;
-    std::vector<const TaskSpec*> specs;
+    std::vector<WorkUnits> units;
     for (const HvpItem& it : items) {
       const auto& task = mine<const CpuTask>(it.start->task());
       const auto& w = mine<const CpuVector>(*it.w).v;
@@ -232,13 +283,14 @@ class CpuBackend final : public Backend {
       std::vector<D> wd(w.size());
       for (size_t p = 0; p < w.size(); ++p) wd[p] = D(double(w[p]), double(v[p]));
       const Task<D> td = cast_task<D>(task.data);
-      Trajectory<D> traj = cast_trajectory<D>(mine<const CpuTrajectory>(*it.start).t);
-      const dist::Range r = my_chunks(task.spec());
+      // The whole start (read() gathers it): the reference chunks need not be this rank's units.
+      Trajectory<D> traj = cast_trajectory<D>(mine<const CpuTrajectory>(*it.start).read());
+      units.push_back(reference_units(task.spec()));
+      const dist::Range r = dist::my_share(units.back().count);
       own.push_back(unroll_chunks(hyper, wd, view_of(td), traj, T, mode, r.begin, r.end));
-      specs.push_back(&task.spec());
     }
     const size_t P = items.empty() ? 0 : items[0].w->size();
-    std::vector<UnrollResult<D>> sums = reduce_everywhere(own, specs, T, P, mode);
+    std::vector<UnrollResult<D>> sums = reduce_everywhere(own, units, T, P, mode);
     for (size_t i = 0; i < items.size(); ++i) {
       auto& out = mine<CpuVector>(*items[i].out).v;
       out.resize(P);
@@ -273,6 +325,13 @@ class CpuBackend final : public Backend {
                                    int steps, IterateSnapshots* snaps) override {
     return run_baseline_cpu(spec, task, steps, nullptr, snaps);
   }
+
+ private:
+  std::string unroll_name() const {
+    return unroll_ == "reference" ? "scalar reference unroll" : "tiled " + unroll_ + " float unroll";
+  }
+  std::string unroll_;             // "reference" or the fast path's instruction set
+  cpu_fast::Workspace workspace_;  // the fast unroll's buffers, reused across calls
 };
 
 }  // namespace
