@@ -1,6 +1,7 @@
 // Learned steps, unrolls and adaptation on an external objective (the Python binding's engine
 // side) against the engine's own: a LASSO instance given as a callback must give the engine's
 // trajectory, meta-gradient and adapted weights bit for bit.
+#include <cstdlib>
 #include <gtest/gtest.h>
 
 #include "ml2o/backend.hpp"
@@ -61,7 +62,10 @@ TEST(External, AdaptationEqualsTheEnginesAdapt) {
   const Task<float> task = one_lasso(4, 21);
   const LearnedOptimizer start = init_optimizer(OptimizerHyper{}, 2);
   const AdaptPlan plan{AdamHyper{1e-3, 0.9, 0.999, 1e-8}, 5, 10, GradMode::gradient_constant};
+  // The external unroll is the scalar reference's arithmetic: compare with the backend on it.
+  ::setenv("ML2O_CPU_UNROLL", "reference", 1);
   auto be = make_cpu_backend();
+  ::unsetenv("ML2O_CPU_UNROLL");
   const auto bt = be->upload(task);
   const AdaptResult ref = adapt(*be, plan, start, {bt.get()}, 5).front();
   const AdaptResult got = adapt_external(plan, start, task.x0, objective_of(task), 5);

@@ -93,7 +93,7 @@ AdaptResult adapt_command(const Config& cfg, const LearnedOptimizer& start,
 std::vector<std::vector<double>> eval_command(const Config& cfg, const LearnedOptimizer& opt,
                                               const std::string& params_source, int steps) {
   const int n = steps > 0 ? steps : cfg.eval.steps;
-  check_eval_fits(cfg, n, steps > 0 ? "steps" : "eval.steps");
+  check_eval_fits(cfg, n, steps > 0 ? "--steps" : "eval.steps");
   const LearnedOptimizer frozen = params_for(opt, params_source, cfg);
   auto be = make_backend(cfg.run.backend, uses_mlp(cfg));
   std::vector<std::unique_ptr<BackendTask>> tasks;
