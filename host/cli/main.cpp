@@ -7,9 +7,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <iostream>
-#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
