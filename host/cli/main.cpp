@@ -191,7 +191,7 @@ int cli_main(int argc, char** argv) {
   sweep->add_flag("--resume", resume, "Continue an interrupted sweep: resumes each seed's run, starts the missing ones");
   sweep->add_option("--backend", backend, "Override run.backend: cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   sweep->add_option("--checkpoint-every", ckpt_every, "Seconds between checkpoints during training (0: every meta-step)")
-      ->check(CLI::Range(0.0, 1e9));
+      ->check(kNonNegative);
 
   auto* config_ref = app.add_subcommand(
       "config-reference", "Print the reference of every config key (markdown: section, key, type, "
